@@ -1,6 +1,11 @@
 // The umbrella header: everything cospec offers. It only includes.
 #pragma once
 
+#include "cospec/combine.hpp"
 #include "cospec/errors.hpp"
 #include "cospec/kernels.hpp"
+#include "cospec/random.hpp"
+#include "cospec/sampling.hpp"
+#include "cospec/token.hpp"
+#include "cospec/verify/verifier.hpp"
 #include "cospec/version.hpp"

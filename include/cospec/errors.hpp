@@ -36,6 +36,14 @@ class backend_failure : public error {
   using error::error;
 };
 
+/// A caller broke a documented precondition of a lower-level API (for example, asked the
+/// verifier to check a token its own proposal distribution gives probability zero). Never
+/// thrown by a correctly used decoder; it signals a bug in the calling code.
+class usage_error : public error {
+ public:
+  using error::error;
+};
+
 /// The text would grow past a model's context limit.
 class context_overflow : public error {
  public:

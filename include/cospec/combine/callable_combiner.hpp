@@ -1,0 +1,56 @@
+// A combiner from a user function that maps the n logit rows to target logits.
+#pragma once
+
+#include <cstddef>      // std::size_t
+#include <span>         // std::span
+#include <type_traits>  // std::is_invocable_v
+#include <utility>      // std::move
+
+#include "cospec/combine/combiner.hpp"
+#include "cospec/combine/logit_rows.hpp"
+#include "cospec/combine/proposal.hpp"
+#include "cospec/errors.hpp"
+#include "cospec/kernels/transform.hpp"
+
+namespace cospec {
+
+/// Wraps `void function(logit_rows rows, std::span<float> target_logits)`: the target is
+/// softmax(target_logits / T), and the greedy token is their argmax. For any combination
+/// that the provided combiners do not cover; it must not allocate per call to keep the
+/// decoder allocation-free.
+template <class Function>
+  requires std::is_invocable_v<Function&, logit_rows, std::span<float>>
+class callable_combiner {
+ public:
+  callable_combiner(std::size_t model_count, Function function)
+      : model_count_(model_count), function_(std::move(function)) {
+    if (model_count_ == 0) throw invalid_configuration("callable_combiner: needs at least one model");
+  }
+
+  [[nodiscard]] std::size_t model_count() const noexcept { return model_count_; }
+
+  float target_weights(logit_rows logits, float temperature, std::span<float> out) {
+    check_row_shapes(logits, model_count_);
+    function_(logits, out);
+    const kernels::exp_row_stats stats = kernels::unnormalized_softmax(out, out, 1.0f / temperature);
+    if (!stats.valid()) throw_invalid_combination(logits);
+    return stats.sum;
+  }
+
+  score_domain greedy_scores(logit_rows logits, std::span<float> out) {
+    check_row_shapes(logits, model_count_);
+    function_(logits, out);
+    return score_domain::log_weights;
+  }
+
+  void proposal_distribution(std::size_t model, std::span<const float> logits, float temperature,
+                             std::span<float> out) const {
+    softmax_proposal(model, logits, temperature, out);
+  }
+
+ private:
+  std::size_t model_count_;
+  Function function_;
+};
+
+}  // namespace cospec

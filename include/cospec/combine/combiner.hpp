@@ -1,0 +1,60 @@
+// The Combiner concept: how n models' logits at one position become the target distribution r.
+#pragma once
+
+#include <concepts>  // std::same_as, std::convertible_to, std::move_constructible
+#include <cstddef>   // std::size_t
+#include <span>      // std::span
+
+#include "cospec/combine/logit_rows.hpp"
+
+namespace cospec {
+
+/// The scale of a row written by `greedy_scores`.
+enum class score_domain {
+  log_weights,  ///< the target is softmax of the row: argmax, and biases add
+  weights,      ///< the target is proportional to the row: argmax, and biases multiply by exp
+};
+
+/// Requirement 1: says how many models it combines.
+template <class C>
+concept combiner_with_model_count = requires(const C& c) {
+  { c.model_count() } -> std::convertible_to<std::size_t>;
+};
+
+/// Requirement 2: writes the target at temperature T > 0 as non-negative weights and returns
+/// their sum (> 0); throws invalid_logits when the rows define no distribution.
+template <class C>
+concept combiner_with_sampling_target = requires(C& c, logit_rows logits, float temperature, std::span<float> out) {
+  { c.target_weights(logits, temperature, out) } -> std::same_as<float>;
+};
+
+/// Requirement 3: writes a row whose argmax is the greedy (temperature-1) target's argmax,
+/// as cheaply as the combination allows, and says its scale.
+template <class C>
+concept combiner_with_greedy_scores = requires(C& c, logit_rows logits, std::span<float> out) {
+  { c.greedy_scores(logits, out) } -> std::same_as<score_domain>;
+};
+
+/// Requirement 4: writes model `model`'s own normalised proposal distribution at T > 0.
+template <class C>
+concept combiner_with_proposal =
+    requires(C& c, std::size_t model, std::span<const float> logits, float temperature, std::span<float> out) {
+      { c.proposal_distribution(model, logits, temperature, out) } -> std::same_as<void>;
+    };
+
+/// A Combiner (docs/combiners.md). A type C is a combiner if it is movable and
+///  1. `c.model_count()` is the number n of models it combines;
+///  2. `c.target_weights(rows, T, out)` writes the target r at temperature T > 0 into `out`,
+///     unnormalised, and returns the sum of what it wrote;
+///  3. `c.greedy_scores(rows, out)` writes a row with the same argmax as the temperature-1
+///     target and returns its score_domain;
+///  4. `c.proposal_distribution(i, row_i, T, out)` writes model i's normalised proposal
+///     distribution (the provided combiners use softmax(row_i / T)).
+/// `rows` holds n rows of the same length V >= 1; `out` has length V. Calls must not allocate
+/// once the combiner has seen rows of that length, and throw invalid_logits for rows that
+/// define no distribution.
+template <class C>
+concept combiner = std::move_constructible<C> && combiner_with_model_count<C> && combiner_with_sampling_target<C> &&
+                   combiner_with_greedy_scores<C> && combiner_with_proposal<C>;
+
+}  // namespace cospec

@@ -1,0 +1,52 @@
+// The input of every combiner: one logit row per model at one position, and the checks that
+// turn a bad row into an error message that names the model at fault.
+#pragma once
+
+#include <cmath>    // std::isnan, std::isinf
+#include <cstddef>  // std::size_t
+#include <span>     // std::span
+#include <string>   // std::string, std::to_string
+
+#include "cospec/errors.hpp"
+
+namespace cospec {
+
+/// n rows of V logits, row i from model i, all at the same position. Non-owning.
+using logit_rows = std::span<const std::span<const float>>;
+
+/// Why row `model` cannot define a distribution, or an empty string if it can. Used on the
+/// cold path, after a cheap check (a non-finite log-sum-exp or maximum) found a problem.
+inline std::string describe_invalid_row(std::size_t model, std::span<const float> row) {
+  bool any_unmasked = false;
+  for (std::size_t j = 0; j < row.size(); ++j) {
+    if (std::isnan(row[j])) return "model " + std::to_string(model) + ": logit of token " + std::to_string(j) + " is NaN";
+    if (row[j] == INFINITY) return "model " + std::to_string(model) + ": logit of token " + std::to_string(j) + " is +inf";
+    any_unmasked = any_unmasked || row[j] != -INFINITY;
+  }
+  if (!any_unmasked) return "model " + std::to_string(model) + ": every token is masked (-inf)";
+  return {};
+}
+
+/// Throws invalid_logits for the first row that is NaN, +inf or fully masked; otherwise
+/// states that the combination masked every token (the rows were fine one by one).
+[[noreturn]] inline void throw_invalid_combination(logit_rows rows) {
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    std::string problem = describe_invalid_row(i, rows[i]);
+    if (!problem.empty()) throw invalid_logits(problem);
+  }
+  throw invalid_logits("the combination of the models' logits masks every token or overflows");
+}
+
+/// Throws invalid_logits unless every row has length `vocabulary_size` and there are
+/// `model_count` rows.
+inline void check_row_shapes(logit_rows rows, std::size_t model_count) {
+  if (rows.size() != model_count)
+    throw invalid_logits("expected logits of " + std::to_string(model_count) + " models, got " +
+                         std::to_string(rows.size()));
+  for (std::size_t i = 0; i < rows.size(); ++i)
+    if (rows[i].size() != rows[0].size() || rows[i].empty())
+      throw invalid_logits("model " + std::to_string(i) + ": logit row has length " + std::to_string(rows[i].size()) +
+                           ", model 0's has " + std::to_string(rows[0].size()));
+}
+
+}  // namespace cospec

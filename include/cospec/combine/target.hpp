@@ -1,0 +1,109 @@
+// The target distribution at one position: the combiner's output, then the sampling
+// transforms (bias, logits processor, top-k, top-p, min-p), normalised.
+#pragma once
+
+#include <cmath>       // std::exp, std::isfinite
+#include <cstddef>     // std::size_t
+#include <functional>  // std::function
+#include <span>        // std::span
+#include <string>      // std::to_string
+#include <utility>     // std::move
+#include <vector>      // std::vector
+
+#include "cospec/combine/combiner.hpp"
+#include "cospec/errors.hpp"
+#include "cospec/kernels/filter.hpp"
+#include "cospec/kernels/reduce.hpp"
+#include "cospec/kernels/transform.hpp"
+#include "cospec/sampling.hpp"
+#include "cospec/token.hpp"
+
+namespace cospec {
+
+/// A hook applied to the target at every position, with the text before that position
+/// (prompt, committed tokens and, for speculated positions, the proposals in front of it).
+/// It receives the target as non-negative weights (probabilities up to a constant) and may
+/// rescale entries or set them to zero: a logit-space adjustment `a` of token t is
+/// `weights[t] *= exp(a)`, a mask is `weights[t] = 0`. Repetition penalties and grammar
+/// masks belong here. Called once per verified position, in order.
+using logits_processor = std::function<void(std::span<const token_id> prefix, std::span<float> weights)>;
+
+/// Evaluates targets for one combiner and one set of sampling settings, reusing its
+/// buffers (no allocation once it has seen the vocabulary size).
+template <combiner Combiner>
+class target_evaluator {
+ public:
+  target_evaluator(Combiner& combiner, const sampling_settings& settings, logits_processor processor = {})
+      : combiner_(&combiner), settings_(&settings), processor_(std::move(processor)) {}
+
+  /// The normalised target r at one position, written to `out`. Throws invalid_logits if the
+  /// rows define no distribution or the transforms mask every token.
+  /// Precondition: !settings.greedy().
+  void distribution(logit_rows logits, std::span<const token_id> prefix, std::span<float> out) {
+    float sum = combiner_->target_weights(logits, settings_->temperature, out);
+    for (const auto& [token, bias] : settings_->logit_bias) {
+      float& w = out[static_cast<std::size_t>(token)];
+      const float biased = w * std::exp(bias);
+      sum += biased - w;
+      w = biased;
+    }
+    if (processor_) {
+      processor_(prefix, out);
+      sum = checked_sum(out);
+    }
+    if (settings_->top_k) sum = kernels::top_k_filter(out, *settings_->top_k, workspace_);
+    if (settings_->top_p) sum = kernels::top_p_filter(out, *settings_->top_p, workspace_);
+    if (settings_->min_p) sum = kernels::min_p_filter(out, *settings_->min_p);
+    if (!(sum > 0.0f) || !std::isfinite(sum))
+      throw invalid_logits("the target masks every token (after bias, processor and filters)");
+    // The same operation as the proposal softmax's normalisation, so that a target equal to
+    // a proposal is bit-identical to it and accepts every proposal.
+    if (sum != 1.0f) kernels::scale_row(out, 1.0f / sum);
+  }
+
+  /// The greedy token at one position; `scratch` has length V.
+  token_id greedy_token(logit_rows logits, std::span<const token_id> prefix, std::span<float> scratch) {
+    const score_domain domain = combiner_->greedy_scores(logits, scratch);
+    const bool log_domain = domain == score_domain::log_weights;
+    for (const auto& [token, bias] : settings_->logit_bias) {
+      float& s = scratch[static_cast<std::size_t>(token)];
+      s = log_domain ? s + bias : s * std::exp(bias);
+    }
+    bool weights_domain = !log_domain;
+    if (processor_) {
+      if (log_domain) {
+        // The processor works on weights: exp(s - max) keeps the argmax and the ratios.
+        const kernels::exp_row_stats stats = kernels::unnormalized_softmax(scratch, scratch);
+        if (!stats.valid()) throw_invalid_combination(logits);
+        weights_domain = true;
+      }
+      processor_(prefix, scratch);
+    }
+    const kernels::max_location best = kernels::max_argmax(scratch);
+    const bool valid = std::isfinite(best.value) && (weights_domain ? best.value > 0.0f : true);
+    if (!valid) {
+      if (std::isnan(best.value) || best.value == INFINITY) throw_invalid_combination(logits);
+      throw invalid_logits("the greedy target masks every token (after bias and processor)");
+    }
+    return static_cast<token_id>(best.index);
+  }
+
+ private:
+  static float checked_sum(std::span<const float> weights) {
+    double sum = 0.0;
+    for (std::size_t j = 0; j < weights.size(); ++j) {
+      if (!(weights[j] >= 0.0f) || !std::isfinite(weights[j]))
+        throw invalid_logits("the logits processor left weight " + std::to_string(weights[j]) + " at token " +
+                             std::to_string(j) + "; weights must be finite and >= 0");
+      sum += weights[j];
+    }
+    return static_cast<float>(sum);
+  }
+
+  Combiner* combiner_;
+  const sampling_settings* settings_;
+  logits_processor processor_;
+  kernels::filter_workspace workspace_;
+};
+
+}  // namespace cospec

@@ -1,0 +1,61 @@
+// Sampling settings: how the target distribution r is turned into the next token.
+#pragma once
+
+#include <cmath>     // std::isfinite, std::isnan
+#include <cstddef>   // std::size_t
+#include <cstdint>   // std::uint64_t
+#include <optional>  // std::optional
+#include <string>    // std::to_string
+#include <utility>   // std::pair
+#include <vector>    // std::vector
+
+#include "cospec/errors.hpp"
+#include "cospec/token.hpp"
+
+namespace cospec {
+
+/// How tokens are drawn (docs/sampling.md).
+///
+/// The target r at every position is the combiner's distribution at `temperature`, then
+/// `logit_bias`, the logits processor (if any), then top-k, top-p and min-p, in that order,
+/// renormalised. Proposals are drawn from each model's own distribution at `temperature`
+/// with no truncation; the verifier tests each against exactly that distribution.
+/// temperature == 0 is greedy: the next token is argmax of the temperature-1 target after
+/// bias and processor (truncation filters never change an argmax), and each proposer
+/// proposes the argmax of its own logits.
+struct sampling_settings {
+  float temperature = 1.0f;
+  std::optional<std::size_t> top_k;  ///< keep the k most likely tokens; k >= 1
+  std::optional<float> top_p;        ///< keep the smallest set with mass >= p; 0 < p <= 1
+  std::optional<float> min_p;        ///< keep tokens with probability >= min_p * max; 0 <= min_p <= 1
+  /// Added to the target's log-probability of a token (equivalently, its probability is
+  /// multiplied by exp(bias)); -inf bans the token. Finite or -inf.
+  std::vector<std::pair<token_id, float>> logit_bias;
+  std::uint64_t seed = 0;  ///< the same seed and inputs give the same tokens on every run
+
+  [[nodiscard]] bool greedy() const noexcept { return temperature == 0.0f; }
+};
+
+/// Throws invalid_configuration naming the first setting that can never work.
+/// `vocabulary_size` (0 when not yet known) bounds the token ids of `logit_bias`.
+inline void validate(const sampling_settings& settings, std::size_t vocabulary_size = 0) {
+  if (!(settings.temperature >= 0.0f) || !std::isfinite(settings.temperature))
+    throw invalid_configuration("sampling: temperature must be finite and >= 0 (0 means greedy), got " +
+                                std::to_string(settings.temperature));
+  if (settings.top_k && *settings.top_k == 0)
+    throw invalid_configuration("sampling: top_k must be >= 1 (leave it unset to disable it)");
+  if (settings.top_p && !(*settings.top_p > 0.0f && *settings.top_p <= 1.0f))
+    throw invalid_configuration("sampling: top_p must be in (0, 1], got " + std::to_string(*settings.top_p));
+  if (settings.min_p && !(*settings.min_p >= 0.0f && *settings.min_p <= 1.0f))
+    throw invalid_configuration("sampling: min_p must be in [0, 1], got " + std::to_string(*settings.min_p));
+  for (const auto& [token, bias] : settings.logit_bias) {
+    if (token < 0 || (vocabulary_size != 0 && static_cast<std::size_t>(token) >= vocabulary_size))
+      throw invalid_configuration("sampling: logit_bias names token " + std::to_string(token) +
+                                  ", outside the vocabulary of " + std::to_string(vocabulary_size));
+    if (std::isnan(bias) || bias == INFINITY)
+      throw invalid_configuration("sampling: logit_bias of token " + std::to_string(token) +
+                                  " must be finite or -inf, got " + std::to_string(bias));
+  }
+}
+
+}  // namespace cospec

@@ -1,0 +1,102 @@
+// Speculative verification against the combined target (cos-algorithm.md section 2).
+//
+// A token x drawn from a proposal q is accepted with probability min(1, r(x) / q(x)); on
+// rejection a replacement is drawn from norm(max(0, r - q)). The emitted token is then
+// distributed exactly as r, whatever q is. Greedy: accept iff x == argmax r, else emit it.
+#pragma once
+
+#include <algorithm>  // std::min
+#include <cstddef>    // std::size_t
+#include <optional>   // std::optional
+#include <span>       // std::span
+#include <string>     // std::to_string
+#include <vector>     // std::vector
+
+#include "cospec/errors.hpp"
+#include "cospec/kernels/sample.hpp"
+#include "cospec/kernels/transform.hpp"
+#include "cospec/random.hpp"
+#include "cospec/token.hpp"
+
+namespace cospec {
+
+/// min(1, r(x) / q(x)) for normalised r and q. Throws usage_error if q(x) == 0: a token its
+/// own proposal distribution could not have produced means the caller mixed up rows.
+inline double acceptance_probability(token_id x, std::span<const float> proposal, std::span<const float> target) {
+  const auto index = static_cast<std::size_t>(x);
+  if (x < 0 || index >= proposal.size())
+    throw usage_error("verifier: token " + std::to_string(x) + " is outside the vocabulary of " +
+                      std::to_string(proposal.size()));
+  if (!(proposal[index] > 0.0f))
+    throw usage_error("verifier: token " + std::to_string(x) +
+                      " has probability 0 under the distribution it was proposed from");
+  return std::min(1.0, static_cast<double>(target[index]) / static_cast<double>(proposal[index]));
+}
+
+/// Writes max(0, r - q) to `out` and returns its sum (one pass).
+inline float residual_distribution(std::span<const float> proposal, std::span<const float> target,
+                                   std::span<float> out) noexcept {
+  return kernels::residual(target, proposal, out);
+}
+
+/// The outcome of verifying one token: accepted, or rejected with a replacement.
+struct verdict {
+  bool accepted;
+  token_id token;  ///< the proposal if accepted, else the replacement
+};
+
+/// The outcome of verifying a chain in order.
+struct chain_verdict {
+  std::size_t accepted = 0;              ///< how many leading proposals survive
+  std::optional<token_id> replacement;  ///< drawn at the first rejection, if there was one
+};
+
+/// Verifies proposals with exact speculative sampling. Owns the residual buffer so that the
+/// steady state allocates nothing.
+class speculative_verifier {
+ public:
+  /// Verifies token x drawn from `proposal` against `target` (both normalised, length V),
+  /// using one uniform from `random` to accept and, on rejection, one more to draw the
+  /// replacement by inverse CDF over the unnormalised residual (no normalising pass).
+  verdict verify(token_id x, std::span<const float> proposal, std::span<const float> target, random_source& random) {
+    const double accept = acceptance_probability(x, proposal, target);
+    if (random.uniform() < accept) return {true, x};
+    if (residual_.size() < target.size()) residual_.resize(target.size());
+    const std::span<float> residual(residual_.data(), target.size());
+    const float mass = residual_distribution(proposal, target, residual);
+    const double u = random.uniform();
+    // Exact arithmetic cannot reject when r == q; rounding can, with a residual of zero mass.
+    // Then r itself is the right law for the replacement.
+    const std::size_t index = mass > 0.0f ? kernels::sample_inverse_cdf(residual, u, mass)
+                                          : kernels::sample_inverse_cdf(target, u, 1.0);
+    return {false, static_cast<token_id>(index)};
+  }
+
+  /// Verifies a chain oldest first; `proposal_at(i)` and `target_at(i)` give the normalised
+  /// rows of position i, and `token_at(i)` its proposed token. target_at is called only for
+  /// positions that are reached, so nothing is combined past the first rejection.
+  template <class TokenAt, class ProposalAt, class TargetAt>
+  chain_verdict verify_chain(std::size_t length, TokenAt&& token_at, ProposalAt&& proposal_at, TargetAt&& target_at,
+                             random_source& random) {
+    chain_verdict result;
+    for (std::size_t i = 0; i < length; ++i) {
+      const verdict v = verify(token_at(i), proposal_at(i), target_at(i), random);
+      if (!v.accepted) {
+        result.replacement = v.token;
+        return result;
+      }
+      ++result.accepted;
+    }
+    return result;
+  }
+
+ private:
+  std::vector<float> residual_;
+};
+
+/// Greedy verification: accept iff the proposal is the target's argmax, else emit the argmax.
+inline verdict verify_greedy(token_id x, token_id target_argmax) noexcept {
+  return x == target_argmax ? verdict{true, x} : verdict{false, target_argmax};
+}
+
+}  // namespace cospec
