@@ -1,0 +1,66 @@
+// CoS: models take turns as proposer and verifier (cos-algorithm.md sections 3 and 4).
+#pragma once
+
+#include <algorithm>  // std::stable_sort
+#include <cstddef>    // std::size_t
+#include <numeric>    // std::iota
+#include <string>     // std::to_string
+#include <utility>    // std::move
+#include <vector>     // std::vector
+
+#include "cospec/errors.hpp"
+#include "cospec/speculate/speculator.hpp"
+
+namespace cospec {
+
+/// Model i proposes gammas[i] tokens per invocation, the first being its bonus token from
+/// the pass that verified the others' proposals. The next model to run is the first, in
+/// cost order, that has not scored the oldest pending token; with nothing pending, the
+/// first in cost order proposes afresh.
+class alternating {
+ public:
+  /// `gammas[i] >= 1` for model i. Cost order is cheapest first; by default the models with
+  /// longer proposals are taken as the cheaper ones (ties keep model order).
+  explicit alternating(std::vector<std::size_t> gammas, std::vector<std::size_t> cost_order = {})
+      : gammas_(std::move(gammas)), order_(std::move(cost_order)) {
+    for (std::size_t i = 0; i < gammas_.size(); ++i)
+      if (gammas_[i] == 0) throw invalid_configuration("alternating: gamma of model " + std::to_string(i) + " must be >= 1");
+    if (order_.empty()) {
+      order_.resize(gammas_.size());
+      std::iota(order_.begin(), order_.end(), std::size_t{0});
+      std::stable_sort(order_.begin(), order_.end(), [&](std::size_t a, std::size_t b) { return gammas_[a] > gammas_[b]; });
+    }
+  }
+
+  [[nodiscard]] const std::vector<std::size_t>& gammas() const noexcept { return gammas_; }
+  [[nodiscard]] const std::vector<std::size_t>& cost_order() const noexcept { return order_; }
+
+  void check(std::size_t model_count) const {
+    if (gammas_.size() != model_count)
+      throw invalid_configuration("alternating: " + std::to_string(gammas_.size()) + " gammas for " +
+                                  std::to_string(model_count) + " models");
+    std::vector<bool> seen(model_count, false);
+    if (order_.size() != model_count)
+      throw invalid_configuration("alternating: the cost order must list each of the " + std::to_string(model_count) +
+                                  " models once");
+    for (std::size_t model : order_) {
+      if (model >= model_count || seen[model])
+        throw invalid_configuration("alternating: the cost order must list each of the " +
+                                    std::to_string(model_count) + " models once");
+      seen[model] = true;
+    }
+  }
+
+  invocation next(const schedule_view& view) const noexcept {
+    const std::size_t oldest = 0;  // with nothing pending, slot 0 is the frontier
+    for (std::size_t model : order_)
+      if (!view.scored(model, oldest)) return {model, gammas_[model]};
+    return {order_.front(), gammas_[order_.front()]};  // unreachable: the decoder settles first
+  }
+
+ private:
+  std::vector<std::size_t> gammas_;
+  std::vector<std::size_t> order_;
+};
+
+}  // namespace cospec

@@ -1,0 +1,83 @@
+// The Speculator concept: which model runs next, and how many tokens it proposes
+// (cos-algorithm.md sections 3-5; docs/engine.md).
+#pragma once
+
+#include <concepts>  // std::same_as
+#include <cstddef>   // std::size_t
+#include <span>      // std::span
+
+namespace cospec {
+
+/// What the decoder tells a speculator before each invocation. Positions are counted from
+/// the oldest unverified one: slot s in [0, pending_count()) holds a pending proposal, and
+/// slot pending_count() is the frontier, the position after the last proposal.
+class schedule_view {
+ public:
+  schedule_view(std::size_t model_count, std::size_t pending_count, std::span<const unsigned char> scored,
+                std::span<const std::size_t> proposers) noexcept
+      : model_count_(model_count), pending_count_(pending_count), scored_(scored), proposers_(proposers) {}
+
+  [[nodiscard]] std::size_t model_count() const noexcept { return model_count_; }
+  [[nodiscard]] std::size_t pending_count() const noexcept { return pending_count_; }
+  /// Whether `model` knows its distribution at `slot` (0 <= slot <= pending_count()).
+  [[nodiscard]] bool scored(std::size_t model, std::size_t slot) const noexcept {
+    return scored_[slot * model_count_ + model] != 0;
+  }
+  /// The model that proposed the pending token in `slot` (slot < pending_count()).
+  [[nodiscard]] std::size_t proposer(std::size_t slot) const noexcept { return proposers_[slot]; }
+
+ private:
+  std::size_t model_count_;
+  std::size_t pending_count_;
+  std::span<const unsigned char> scored_;
+  std::span<const std::size_t> proposers_;
+};
+
+/// One invocation (cos-algorithm.md section 4): `model` feeds every token it has not seen in
+/// one forward pass, the decoder verifies what all models have now scored, and, unless a
+/// rejection ended the invocation, `model` proposes `proposals` tokens (the first from the
+/// logits it just computed, the rest one single-token pass each).
+struct invocation {
+  std::size_t model;
+  std::size_t proposals;
+};
+
+/// Requirement 1: checks that it can schedule `model_count` models; throws
+/// invalid_configuration if not. Called once, when a decoder is built.
+template <class S>
+concept speculator_with_check = requires(const S& s, std::size_t model_count) {
+  { s.check(model_count) } -> std::same_as<void>;
+};
+
+/// Requirement 2: picks the next invocation.
+template <class S>
+concept speculator_with_next = requires(S& s, const schedule_view& view) {
+  { s.next(view) } -> std::same_as<invocation>;
+};
+
+/// A Speculator. A type S is a speculator if
+///  1. `s.check(n)` throws invalid_configuration unless it can schedule n models;
+///  2. `s.next(view)` returns the next invocation. The chosen model must have something to
+///     do: a token it has not fed, or proposals to make. The decoder asks only when no
+///     pending token is scored by every model and the frontier is not scored by every model
+///     (those cases it settles itself, by verifying or by sampling the target directly).
+/// Whatever a speculator chooses, the output distribution is that of standard
+/// collaborative decoding: the schedule changes cost, never the result.
+/// Optional: `s.observe(proposer, chain_index, accepted)` is called for every verified
+/// proposal, and `s.reset()` at the start of each generate, for policies that adapt.
+template <class S>
+concept speculator = std::move_constructible<S> && speculator_with_check<S> && speculator_with_next<S>;
+
+/// Speculators that learn from verification outcomes.
+template <class S>
+concept observing_speculator = requires(S& s, std::size_t proposer, std::size_t chain_index, bool accepted) {
+  { s.observe(proposer, chain_index, accepted) } -> std::same_as<void>;
+};
+
+/// Speculators with per-generation state.
+template <class S>
+concept resettable_speculator = requires(S& s) {
+  { s.reset() } -> std::same_as<void>;
+};
+
+}  // namespace cospec
