@@ -83,9 +83,9 @@ class decoder {
       throw invalid_configuration("decoder: " + std::to_string(options_.pass_costs.size()) + " pass costs for " +
                                   std::to_string(n) + " models");
     fed_.assign(n, 0);
-    known_.resize(n);
+    dirty_.resize(n);
     // A model that already holds tokens holds text we do not know: cleared at first use.
-    for (std::size_t k = 0; k < n; ++k) known_[k] = models_[k]->context_length() == 0;
+    for (std::size_t k = 0; k < n; ++k) dirty_[k] = models_[k]->context_length() != 0;
     rows_view_.resize(n);
     target_row_.resize(vocabulary_);
     grow(4);
@@ -230,14 +230,7 @@ class decoder {
     committed_ = prompt.size();
     prompt_length_ = prompt.size();
     reset_slots();
-    for (std::size_t k = 0; k < models_.size(); ++k) {
-      if (!known_[k]) {
-        truncate_model(k, 0);
-        known_[k] = true;
-      } else if (fed_[k] > keep) {
-        truncate_model(k, keep);
-      }
-    }
+    for (std::size_t k = 0; k < models_.size(); ++k) roll_back(k, keep);
   }
 
   /// Drops pending proposals from the text and from every model.
@@ -245,26 +238,43 @@ class decoder {
     text_.resize(committed_);
     pending_.clear();
     proposers_.clear();
-    for (std::size_t k = 0; k < models_.size(); ++k)
-      if (fed_[k] > committed_) truncate_model(k, committed_);
+    for (std::size_t k = 0; k < models_.size(); ++k) roll_back(k, committed_);
   }
 
-  /// After an exception: no model may keep uncommitted tokens. A model that cannot be
-  /// brought back is marked unknown and cleared at the next generate.
+  /// After an exception: no model may keep uncommitted tokens. A model whose adapter still
+  /// refuses stays dirty and is cleaned (or reported) at the next generate.
   void recover() noexcept {
     text_.resize(committed_);
-    pending_.clear();
-    proposers_.clear();
     reset_slots();
     for (std::size_t k = 0; k < models_.size(); ++k) {
-      if (!known_[k] || fed_[k] <= committed_) continue;
-      try {
-        models_[k]->truncate(committed_);
+      if (fed_[k] > committed_) {
         fed_[k] = committed_;
+        dirty_[k] = true;
+      }
+      if (!dirty_[k]) continue;
+      try {
+        clean(k);
       } catch (...) {
-        known_[k] = false;
+        // stays dirty
       }
     }
+  }
+
+  /// A dirty adapter holds text_[0, fed_[k]) and possibly tokens after it that must go:
+  /// truncate to what is known to be right (less, if the adapter lost some).
+  void clean(std::size_t k) {
+    const auto started = clock::now();
+    try {
+      const std::size_t length = std::min(fed_[k], models_[k]->context_length());
+      models_[k]->truncate(length);
+      fed_[k] = length;
+      dirty_[k] = false;
+    } catch (...) {
+      result_.statistics.models[k].adapter_seconds += seconds_since(started);
+      std::throw_with_nested(backend_failure("model " + std::to_string(k) + ": truncating to " +
+                                             std::to_string(fed_[k]) + " tokens failed"));
+    }
+    result_.statistics.models[k].adapter_seconds += seconds_since(started);
   }
 
   void reset_slots() {
@@ -276,18 +286,14 @@ class decoder {
 
   // ---- adapter calls ------------------------------------------------------------------
 
-  void truncate_model(std::size_t k, std::size_t length) {
-    const auto started = clock::now();
-    try {
-      models_[k]->truncate(length);
-    } catch (...) {
-      known_[k] = false;
-      result_.statistics.models[k].adapter_seconds += seconds_since(started);
-      std::throw_with_nested(backend_failure("model " + std::to_string(k) + ": truncate to " + std::to_string(length) +
-                                             " tokens failed"));
+  /// Rolls model k back to at most `length` tokens. The bookkeeping changes first, so that
+  /// if the adapter throws, the model is dirty and recover() or the next generate retries.
+  void roll_back(std::size_t k, std::size_t length) {
+    if (fed_[k] > length) {
+      fed_[k] = length;
+      dirty_[k] = true;
     }
-    result_.statistics.models[k].adapter_seconds += seconds_since(started);
-    fed_[k] = length;
+    if (dirty_[k]) clean(k);
   }
 
   /// Feeds model k every token of the text it has not seen, in one pass, and stores its
@@ -312,7 +318,8 @@ class decoder {
       models_[k]->feed(tokens, std::span<const std::span<float>>(feed_rows_.data(), rows));
     } catch (...) {
       stats.adapter_seconds += seconds_since(started);
-      restore_after_failed_feed(k, before);
+      fed_[k] = before;
+      dirty_[k] = true;
       std::throw_with_nested(backend_failure("model " + std::to_string(k) + ": feeding " + std::to_string(tokens.size()) +
                                              " tokens at position " + std::to_string(before) + " failed"));
     }
@@ -322,16 +329,6 @@ class decoder {
     stats.tokens_fed += tokens.size();
     stats.logit_rows += rows;
     for (std::size_t i = 0; i < rows; ++i) scored_[(first_slot + i) * models_.size() + k] = 1;
-  }
-
-  void restore_after_failed_feed(std::size_t k, std::size_t before) noexcept {
-    try {
-      const std::size_t length = models_[k]->context_length();
-      if (length > before) models_[k]->truncate(before);
-      fed_[k] = std::min(length, before);
-    } catch (...) {
-      known_[k] = false;
-    }
   }
 
   // ---- the algorithm ------------------------------------------------------------------
@@ -474,9 +471,15 @@ class decoder {
     text_.push_back(replacement);
     ++committed_;
     reset_slots();
+    const std::size_t rejected_position = committed_ - 1;
     for (std::size_t k = 0; k < models_.size(); ++k)
-      if (fed_[k] > committed_ - 1) truncate_model(k, committed_ - 1);
+      if (fed_[k] > rejected_position) {
+        fed_[k] = rejected_position;
+        dirty_[k] = true;
+      }
     emit(replacement);
+    for (std::size_t k = 0; k < models_.size(); ++k)
+      if (dirty_[k]) clean(k);
   }
 
   /// A token was committed: output, callback and stop conditions.
@@ -511,7 +514,7 @@ class decoder {
   std::size_t committed_ = 0;
   std::size_t prompt_length_ = 0;
   std::vector<std::size_t> fed_;  // tokens each model holds (a prefix of text_)
-  std::vector<bool> known_;       // false after a failure left a model's context unknown
+  std::vector<bool> dirty_;       // true: the adapter may hold tokens past fed_ that must go
   std::vector<pending_token> pending_;
   std::vector<std::size_t> proposers_;  // pending_[i].proposer, for schedule_view
   std::vector<unsigned char> scored_;   // (pending + 1) x models, slot-major
