@@ -1,0 +1,15 @@
+# Fails unless the README's C++ block is byte-identical to examples/quickstart.cpp,
+# so the code a newcomer copies is the code the test suite builds and runs.
+file(READ "${README}" readme)
+file(READ "${EXAMPLE}" example)
+string(FIND "${readme}" "```cpp\n" start)
+if(start EQUAL -1)
+  message(FATAL_ERROR "README.md has no ```cpp block")
+endif()
+math(EXPR start "${start} + 7")
+string(SUBSTRING "${readme}" ${start} -1 rest)
+string(FIND "${rest}" "```" stop)
+string(SUBSTRING "${rest}" 0 ${stop} snippet)
+if(NOT snippet STREQUAL example)
+  message(FATAL_ERROR "README.md's code block differs from examples/quickstart.cpp")
+endif()
