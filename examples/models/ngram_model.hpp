@@ -67,6 +67,10 @@ class ngram_statistics {
         continuation_(max_order) {
     if (text.empty() || max_order == 0 || vocabulary_size == 0)
       throw std::invalid_argument("ngram_statistics: needs a non-empty text, a vocabulary and max_order >= 1");
+    // A discount above 1 frees less mass than the back-off weight assumes, and one <= 0 gives
+    // zero or negative probabilities: only (0, 1] gives a distribution.
+    if (!(discount > 0.0 && discount <= 1.0))
+      throw std::invalid_argument("ngram_statistics: the discount must be in (0, 1]");
     for (token_id t : text)
       if (t < 0 || static_cast<std::size_t>(t) >= vocabulary_size)
         throw std::invalid_argument("ngram_statistics: token outside the vocabulary");
@@ -94,8 +98,11 @@ class ngram_statistics {
   /// (<= max_order), using the last order - 1 tokens of `history`. Sums to 1 exactly up to
   /// rounding: every level mixes its discounted counts with the level below, weighted by the
   /// mass the discount freed.
-  void log_probabilities(std::span<const token_id> history, std::size_t order, std::span<float> out) const {
-    std::vector<double>& p = scratch_;
+  /// `scratch` is the caller's, so that models sharing these statistics can run on
+  /// separate threads.
+  void log_probabilities(std::span<const token_id> history, std::size_t order, std::span<float> out,
+                         std::vector<double>& scratch) const {
+    std::vector<double>& p = scratch;
     p.assign(vocabulary_size_, 1.0 / static_cast<double>(vocabulary_size_));
     for (std::size_t level = 1; level <= order; ++level) {
       const std::size_t length = level - 1;
@@ -145,7 +152,6 @@ class ngram_statistics {
   double discount_;
   std::vector<level_counts> plain_;
   std::vector<level_counts> continuation_;
-  mutable std::vector<double> scratch_;
 };
 
 /// A ModelAdapter over shared n-gram statistics: the interpolated Kneser-Ney model of one
@@ -166,7 +172,7 @@ class ngram_model {
     const std::size_t first_row = tokens.size() - rows.size();
     for (std::size_t i = 0; i < tokens.size(); ++i) {
       context_.push_back(tokens[i]);
-      if (i >= first_row) statistics_->log_probabilities(context_, order_, rows[i - first_row]);
+      if (i >= first_row) statistics_->log_probabilities(context_, order_, rows[i - first_row], scratch_);
     }
   }
 
@@ -176,6 +182,7 @@ class ngram_model {
   std::shared_ptr<const ngram_statistics> statistics_;
   std::size_t order_;
   std::vector<token_id> context_;
+  std::vector<double> scratch_;
 };
 
 }  // namespace cospec::examples

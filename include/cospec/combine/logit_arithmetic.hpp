@@ -84,11 +84,9 @@ class logit_arithmetic {
     if (!constraint_ || constraint_->alpha == 0.0f) return;
     const std::span<const float> expert = logits[constraint_->expert];
     const float expert_max = kernels::max_argmax(expert).value;
-    if (!std::isfinite(expert_max)) throw invalid_logits(describe_invalid_row(constraint_->expert, expert));
+    if (!std::isfinite(expert_max)) throw_invalid_row(constraint_->expert, expert);
     // p_expert(x) >= alpha * max p_expert  <=>  l_expert(x) >= max l_expert + log(alpha).
-    const float threshold = expert_max + std::log(constraint_->alpha);
-    for (std::size_t j = 0; j < out.size(); ++j)
-      if (expert[j] < threshold) out[j] = -INFINITY;
+    kernels::mask_below(expert, expert_max + std::log(constraint_->alpha), out);
   }
 
   std::vector<float> weights_;

@@ -27,14 +27,22 @@ inline std::string describe_invalid_row(std::size_t model, std::span<const float
   return {};
 }
 
-/// Throws invalid_logits for the first row that is NaN, +inf or fully masked; otherwise
-/// states that the combination masked every token (the rows were fine one by one).
-[[noreturn]] inline void throw_invalid_combination(logit_rows rows) {
+/// Throws invalid_logits for the first row that is NaN, +inf or fully masked; otherwise with
+/// `otherwise`, which says what else left no token (the rows were fine one by one).
+[[noreturn]] inline void throw_invalid_combination(
+    logit_rows rows, const char* otherwise = "the combination of the models' logits masks every token") {
   for (std::size_t i = 0; i < rows.size(); ++i) {
     std::string problem = describe_invalid_row(i, rows[i]);
     if (!problem.empty()) throw invalid_logits(problem);
   }
-  throw invalid_logits("the combination of the models' logits masks every token or overflows");
+  throw invalid_logits(otherwise);
+}
+
+/// Throws invalid_logits for model `model`'s row, which a cheap check found invalid.
+[[noreturn]] inline void throw_invalid_row(std::size_t model, std::span<const float> row) {
+  std::string problem = describe_invalid_row(model, row);
+  if (problem.empty()) problem = "model " + std::to_string(model) + ": logits define no distribution";
+  throw invalid_logits(problem);
 }
 
 /// Throws invalid_logits unless every row has length `vocabulary_size` and there are

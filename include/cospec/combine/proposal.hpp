@@ -14,8 +14,7 @@ namespace cospec {
 /// for a NaN, +inf or fully masked row. Precondition: temperature > 0.
 inline void softmax_proposal(std::size_t model, std::span<const float> logits, float temperature,
                              std::span<float> out) {
-  const float lse = kernels::softmax(logits, out, 1.0f / temperature);
-  if (!std::isfinite(lse)) throw invalid_logits(describe_invalid_row(model, logits));
+  if (!kernels::softmax(logits, out, 1.0f / temperature).valid()) throw_invalid_row(model, logits);
 }
 
 }  // namespace cospec

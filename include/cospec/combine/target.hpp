@@ -41,21 +41,16 @@ class target_evaluator {
   /// Precondition: !settings.greedy().
   void distribution(logit_rows logits, std::span<const token_id> prefix, std::span<float> out) {
     float sum = combiner_->target_weights(logits, settings_->temperature, out);
-    for (const auto& [token, bias] : settings_->logit_bias) {
-      float& w = out[static_cast<std::size_t>(token)];
-      const float biased = w * std::exp(bias);
-      sum += biased - w;
-      w = biased;
-    }
-    if (processor_) {
-      processor_(prefix, out);
-      sum = checked_sum(out);
-    }
+    for (const auto& [token, bias] : settings_->logit_bias) out[static_cast<std::size_t>(token)] *= std::exp(bias);
+    if (processor_) processor_(prefix, out);
+    // Bias and processor may move almost all the mass (banning a dominant token): the sum is
+    // recomputed rather than updated, which would cancel catastrophically.
+    if (processor_ || !settings_->logit_bias.empty()) sum = checked_sum(out);
     if (settings_->top_k) sum = kernels::top_k_filter(out, *settings_->top_k, workspace_);
     if (settings_->top_p) sum = kernels::top_p_filter(out, *settings_->top_p, workspace_);
     if (settings_->min_p) sum = kernels::min_p_filter(out, *settings_->min_p);
     if (!(sum > 0.0f) || !std::isfinite(sum))
-      throw invalid_logits("the target masks every token (after bias, processor and filters)");
+      throw_invalid_combination(logits, "the target masks every token (after bias, processor and filters)");
     // The same operation as the proposal softmax's normalisation, so that a target equal to
     // a proposal is bit-identical to it and accepts every proposal.
     if (sum != 1.0f) kernels::scale_row(out, 1.0f / sum);
@@ -74,17 +69,14 @@ class target_evaluator {
       if (log_domain) {
         // The processor works on weights: exp(s - max) keeps the argmax and the ratios.
         const kernels::exp_row_stats stats = kernels::unnormalized_softmax(scratch, scratch);
-        if (!stats.valid()) throw_invalid_combination(logits);
+        if (!stats.valid()) throw_invalid_combination(logits, "the greedy target masks every token (after bias)");
         weights_domain = true;
       }
       processor_(prefix, scratch);
     }
     const kernels::max_location best = kernels::max_argmax(scratch);
     const bool valid = std::isfinite(best.value) && (weights_domain ? best.value > 0.0f : true);
-    if (!valid) {
-      if (std::isnan(best.value) || best.value == INFINITY) throw_invalid_combination(logits);
-      throw invalid_logits("the greedy target masks every token (after bias and processor)");
-    }
+    if (!valid) throw_invalid_combination(logits, "the greedy target masks every token (after bias and processor)");
     return static_cast<token_id>(best.index);
   }
 
@@ -93,7 +85,7 @@ class target_evaluator {
     double sum = 0.0;
     for (std::size_t j = 0; j < weights.size(); ++j) {
       if (!(weights[j] >= 0.0f) || !std::isfinite(weights[j]))
-        throw invalid_logits("the logits processor left weight " + std::to_string(weights[j]) + " at token " +
+        throw invalid_logits("after logit bias and the logits processor, the target has weight " + std::to_string(weights[j]) + " at token " +
                              std::to_string(j) + "; weights must be finite and >= 0");
       sum += weights[j];
     }

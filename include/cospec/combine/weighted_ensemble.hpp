@@ -60,7 +60,7 @@ class weighted_ensemble {
       row_weights_[i] = 0.0f;
       if (weights_[i] == 0.0f) continue;
       const kernels::exp_row_stats stats = kernels::unnormalized_softmax(logits[i], row, 1.0f / temperature);
-      if (!stats.valid()) throw invalid_logits(describe_invalid_row(i, logits[i]));
+      if (!stats.valid()) throw_invalid_row(i, logits[i]);
       row_weights_[i] = weights_[i] / stats.sum;
     }
     kernels::mixture(views_, row_weights_, out);

@@ -370,7 +370,7 @@ class decoder {
     try {
       if (settings_.greedy()) {
         const kernels::max_location best = kernels::max_argmax(logits);
-        if (!std::isfinite(best.value)) throw invalid_logits(describe_invalid_row(k, logits));
+        if (!std::isfinite(best.value)) throw_invalid_row(k, logits);
         token = static_cast<token_id>(best.index);
       } else {
         const std::span<float> q = proposal_row(slot);

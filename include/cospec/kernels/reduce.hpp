@@ -37,7 +37,9 @@ inline max_location max_argmax(std::span<const float> row) noexcept {
   float_batch block(0.0f);
   auto nan_seen = float_batch(0.0f) != float_batch(0.0f);
   auto visit = [&](const float_batch& x) {
-    nan_seen = nan_seen | (x != x);
+    // xsimd::isnan, not x != x: xsimd 8.1 compiles != to an ordered compare on AVX, for which
+    // NaN != NaN is false.
+    nan_seen = nan_seen | xsimd::isnan(x);
     const auto greater = x > best;  // strict: each lane keeps its first occurrence
     best = xsimd::select(greater, x, best);
     best_block = xsimd::select(greater, block, best_block);
