@@ -203,7 +203,10 @@ std::vector<method_run> compare(const setting& s, const std::shared_ptr<const ng
 
 std::string join(const std::vector<std::size_t>& values, const char* separator) {
   std::string text;
-  for (std::size_t i = 0; i < values.size(); ++i) text += (i ? separator : "") + std::to_string(values[i]);
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (i > 0) text += separator;
+    text += std::to_string(values[i]);
+  }
   return text;
 }
 
@@ -220,7 +223,8 @@ std::string acceptance(const method_run& run) {
     char cell[16];
     if (run.proposed[k] == 0) std::snprintf(cell, sizeof cell, "-");
     else std::snprintf(cell, sizeof cell, "%.2f", static_cast<double>(run.accepted[k]) / static_cast<double>(run.proposed[k]));
-    text += (k ? "/" : "") + std::string(cell);
+    if (k > 0) text += '/';
+    text += cell;
   }
   return text;
 }

@@ -28,7 +28,9 @@ class filter_workspace {
 
   /// The bucket of a non-negative float: its 11 leading representation bits (sign, exponent
   /// and 2 mantissa bits), which order non-negative floats.
-  static std::size_t bucket_of(float value) noexcept { return std::bit_cast<std::uint32_t>(value) >> 21; }
+  static std::size_t bucket_of(float value) noexcept {
+    return std::bit_cast<std::uint32_t>(value + 0.0f) >> 21;  // + 0.0f turns -0.0f into +0.0f
+  }
 
  private:
   friend float top_k_filter(std::span<float>, std::size_t, filter_workspace&);
