@@ -109,6 +109,8 @@ class decoder {
     const auto started = clock::now();
     check_prompt(prompt);
     result_ = generation_result{};
+    // Reserved up front so that committing a token never allocates (bounded for huge limits).
+    result_.tokens.reserve(std::min<std::size_t>(limits.max_new_tokens, std::size_t{1} << 16));
     auto& stats = result_.statistics;
     stats.models.assign(models_.size(), model_statistics{});
     stats.proposers.assign(models_.size(), proposer_statistics{});
