@@ -180,11 +180,14 @@ void pass(benchmark::State& state, const std::string& name, std::size_t models, 
       cospec::kernels::mixture(distributions, weights, out);
     } else if (name == "linear_combination of n rows") {
       cospec::kernels::linear_combination(data.rows, weights, out);
-    } else if (name == "plausibility mask loop") {
-      // The loop of logit_arithmetic::combine, alpha = 0.1.
+    } else if (name == "plausibility mask: scalar loop") {
+      // The loop logit_arithmetic::combine used before kernels::mask_below, alpha = 0.1.
       const float threshold = expert_max + std::log(0.1f);
       for (std::size_t j = 0; j < size; ++j)
         if (data.rows[0][j] < threshold) out[j] = -std::numeric_limits<float>::infinity();
+    } else if (name == "plausibility mask: mask_below") {
+      // What logit_arithmetic::combine runs now, alpha = 0.1.
+      cospec::kernels::mask_below(data.rows[0], expert_max + std::log(0.1f), out);
     } else if (name == "residual") {
       benchmark::DoNotOptimize(cospec::residual_distribution(data.proposal, target, out));
     } else if (name == "sample_inverse_cdf") {
@@ -200,7 +203,8 @@ const char* const pass_names[] = {"max",
                                   "scale_row",
                                   "mixture of n rows",
                                   "linear_combination of n rows",
-                                  "plausibility mask loop",
+                                  "plausibility mask: scalar loop",
+                                  "plausibility mask: mask_below",
                                   "residual",
                                   "sample_inverse_cdf"};
 

@@ -130,6 +130,23 @@ TEST_CASE("fixed-proposer speculation samples exactly the target distribution", 
               cospec::fixed_proposer(0, 2), reference_sampling{1.0, std::nullopt, 0.8});
 }
 
+TEST_CASE("adaptive speculation samples exactly the target distribution", "[decoder][exactness][adaptive]") {
+  // The adaptive policy learns from every run of the same decoder, so its schedule changes
+  // across the trials: exactness must not depend on it.
+  const reference_sampling plain{1.0, std::nullopt, std::nullopt};
+  cospec::adaptive_options cheap_first;
+  cheap_first.pass_costs = {1.0, 8.0};
+  check_exact("adaptive WE n=2", 2, ensemble(2), cospec::weighted_ensemble::uniform(2), cospec::adaptive(2, cheap_first),
+              plain);
+  const reference_combination contrastive{reference_combination::kind::logit_arithmetic, {1.0, -0.1}, std::nullopt};
+  check_exact("adaptive CD, timings measured", 2, contrastive, cospec::contrastive_decoding(0.1f), cospec::adaptive(2),
+              plain);
+  cospec::adaptive_options three;
+  three.pass_costs = {1.0, 3.0, 9.0};
+  check_exact("adaptive WE n=3 top-p 0.8", 3, ensemble(3), cospec::weighted_ensemble::uniform(3), cospec::adaptive(3, three),
+              reference_sampling{1.0, std::nullopt, 0.8});
+}
+
 TEST_CASE("standard decoding samples the reference distribution", "[decoder][exactness]") {
   check_exact("standard WE n=2", 2, ensemble(2), cospec::weighted_ensemble::uniform(2), cospec::standard{},
               reference_sampling{1.0, std::nullopt, std::nullopt});

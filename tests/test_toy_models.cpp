@@ -245,7 +245,7 @@ TEST_CASE("n-gram rows do not depend on batching, and truncating then re-feeding
 
 // Models that share one statistics object (the intended use) must not share scratch memory:
 // separate decoders on separate threads are allowed (docs/engine.md).
-TEST_CASE("n-gram models that share statistics can run on two threads", "[toy_models][ngram]") {
+TEST_CASE("n-gram models that share statistics can run on two threads", "[toy_models][ngram][threads]") {
   const auto& text = trained();
   auto all_rows = [&](std::size_t order, std::vector<std::vector<float>>& out) {
     ngram_model model(text.statistics, order);

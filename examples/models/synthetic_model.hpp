@@ -21,6 +21,11 @@ struct synthetic_model_config {
   std::uint64_t own_seed = 2;      ///< this model's private part
   double agreement = 0.5;          ///< 0: independent models, 1: identical to the shared part
   double sharpness = 2.0;          ///< scale of the logits: larger is more confident
+  /// With segment_length > 0, the text alternates between segments of this many positions
+  /// at `agreement` (easy) and at `hard_agreement` (hard), starting easy: a workload whose
+  /// predictability changes over the run, like boilerplate followed by reasoning.
+  std::size_t segment_length = 0;
+  double hard_agreement = 0.0;
 };
 
 /// logits(t | context) = sharpness * (agreement * g(shared, context, t) + (1 - agreement) * g(own, context, t)),
@@ -47,10 +52,12 @@ class synthetic_model {
   /// The logits after the current context, computed directly (for reference decoders).
   void logits_for_context(std::span<float> out) const {
     const std::uint64_t key = context_key();
+    const bool hard = config_.segment_length > 0 && (context_.size() / config_.segment_length) % 2 == 1;
+    const double agreement = hard ? config_.hard_agreement : config_.agreement;
     for (std::size_t t = 0; t < config_.vocabulary_size; ++t) {
       const double shared = gaussian(config_.shared_seed, key, t);
       const double own = gaussian(config_.own_seed, key, t);
-      out[t] = static_cast<float>(config_.sharpness * (config_.agreement * shared + (1.0 - config_.agreement) * own));
+      out[t] = static_cast<float>(config_.sharpness * (agreement * shared + (1.0 - agreement) * own));
     }
   }
 

@@ -1,6 +1,7 @@
 // Speculation policies (docs/engine.md).
 #pragma once
 
+#include "cospec/speculate/adaptive.hpp"
 #include "cospec/speculate/alternating.hpp"
 #include "cospec/speculate/fixed_proposer.hpp"
 #include "cospec/speculate/speculator.hpp"

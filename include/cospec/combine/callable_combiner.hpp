@@ -10,7 +10,6 @@
 #include "cospec/combine/logit_rows.hpp"
 #include "cospec/combine/proposal.hpp"
 #include "cospec/errors.hpp"
-#include "cospec/kernels/transform.hpp"
 
 namespace cospec {
 
@@ -32,9 +31,7 @@ class callable_combiner {
   float target_weights(logit_rows logits, float temperature, std::span<float> out) {
     check_row_shapes(logits, model_count_);
     function_(logits, out);
-    const kernels::exp_row_stats stats = kernels::unnormalized_softmax(out, out, 1.0f / temperature);
-    if (!stats.valid()) throw_invalid_combination(logits);
-    return stats.sum;
+    return softmax_weights_in_place(logits, temperature, out);
   }
 
   score_domain greedy_scores(logit_rows logits, std::span<float> out) {

@@ -61,9 +61,7 @@ class logit_arithmetic {
   /// Combination pass, then max and exp passes (in place); returns the sum of the exps.
   float target_weights(logit_rows logits, float temperature, std::span<float> out) {
     combine(logits, out);
-    const kernels::exp_row_stats stats = kernels::unnormalized_softmax(out, out, 1.0f / temperature);
-    if (!stats.valid()) throw_invalid_combination(logits);
-    return stats.sum;
+    return softmax_weights_in_place(logits, temperature, out);
   }
 
   /// The combined logits themselves: a greedy decision needs no exp at all.

@@ -8,6 +8,7 @@
 #include <string>   // std::string, std::to_string
 
 #include "cospec/errors.hpp"
+#include "cospec/kernels/transform.hpp"
 
 namespace cospec {
 
@@ -43,6 +44,15 @@ inline std::string describe_invalid_row(std::size_t model, std::span<const float
   std::string problem = describe_invalid_row(model, row);
   if (problem.empty()) problem = "model " + std::to_string(model) + ": logits define no distribution";
   throw invalid_logits(problem);
+}
+
+/// Turns target logits (already in `out`) into target weights at temperature T > 0, in
+/// place, and returns their sum; throws invalid_logits naming the model at fault, or saying
+/// that the combination left no token. Shared by the combiners whose target is a softmax.
+inline float softmax_weights_in_place(logit_rows logits, float temperature, std::span<float> out) {
+  const kernels::exp_row_stats stats = kernels::unnormalized_softmax(out, out, 1.0f / temperature);
+  if (!stats.valid()) throw_invalid_combination(logits);
+  return stats.sum;
 }
 
 /// Throws invalid_logits unless every row has length `vocabulary_size` and there are

@@ -6,7 +6,8 @@
 #include <chrono>     // std::chrono::steady_clock
 #include <cmath>      // std::isfinite
 #include <cstddef>    // std::size_t
-#include <exception>  // std::throw_with_nested
+#include <cstdio>     // std::snprintf
+#include <exception>  // std::exception, std::throw_with_nested
 #include <optional>   // std::optional
 #include <span>       // std::span
 #include <string>     // std::string, std::to_string
@@ -79,9 +80,22 @@ class decoder {
                                   std::to_string(options_.vocabulary_padding));
     vocabulary_ = smallest;
     validate(settings_, vocabulary_);
+    // The kernels scale logits by 1 / temperature, which overflows for temperatures below
+    // about 2.9e-39: every row would then come out invalid.
+    if (!settings_.greedy() && !std::isfinite(1.0f / settings_.temperature))
+      throw invalid_configuration("sampling: temperature " + number_text(settings_.temperature) +
+                                  " is too small for 1 / temperature to be a finite float; use 0 for greedy decoding");
     if (!options_.pass_costs.empty() && options_.pass_costs.size() != n)
       throw invalid_configuration("decoder: " + std::to_string(options_.pass_costs.size()) + " pass costs for " +
                                   std::to_string(n) + " models");
+    for (std::size_t k = 0; k < options_.pass_costs.size(); ++k) {
+      const pass_cost& cost = options_.pass_costs[k];
+      if (!(std::isfinite(cost.per_pass) && cost.per_pass >= 0.0 && std::isfinite(cost.per_token) &&
+            cost.per_token >= 0.0))
+        throw invalid_configuration("decoder: pass cost of model " + std::to_string(k) + " must be finite and >= 0, got " +
+                                    number_text(cost.per_pass) + " per pass and " + number_text(cost.per_token) +
+                                    " per token");
+    }
     fed_.assign(n, 0);
     dirty_.resize(n);
     // A model that already holds tokens holds text we do not know: cleared at first use.
@@ -232,7 +246,11 @@ class decoder {
     committed_ = prompt.size();
     prompt_length_ = prompt.size();
     reset_slots();
-    for (std::size_t k = 0; k < models_.size(); ++k) roll_back(k, keep);
+    // Every model's bookkeeping first, adapters second: the text just changed, so a model not
+    // yet marked when another's truncate throws would be believed to hold the new prompt.
+    for (std::size_t k = 0; k < models_.size(); ++k) forget_past(k, keep);
+    for (std::size_t k = 0; k < models_.size(); ++k)
+      if (dirty_[k]) clean(k);
   }
 
   /// Drops pending proposals from the text and from every model.
@@ -248,11 +266,8 @@ class decoder {
   void recover() noexcept {
     text_.resize(committed_);
     reset_slots();
+    for (std::size_t k = 0; k < models_.size(); ++k) forget_past(k, committed_);
     for (std::size_t k = 0; k < models_.size(); ++k) {
-      if (fed_[k] > committed_) {
-        fed_[k] = committed_;
-        dirty_[k] = true;
-      }
       if (!dirty_[k]) continue;
       try {
         clean(k);
@@ -274,9 +289,27 @@ class decoder {
     } catch (...) {
       result_.statistics.models[k].adapter_seconds += seconds_since(started);
       std::throw_with_nested(backend_failure("model " + std::to_string(k) + ": truncating to " +
-                                             std::to_string(fed_[k]) + " tokens failed"));
+                                             std::to_string(fed_[k]) + " tokens failed: " + current_message()));
     }
     result_.statistics.models[k].adapter_seconds += seconds_since(started);
+  }
+
+  /// A number as printf's %g writes it: tiny and huge values stay readable.
+  static std::string number_text(double value) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.9g", value);
+    return text;
+  }
+
+  /// The message of the exception being handled, for the one that wraps it.
+  static std::string current_message() {
+    try {
+      throw;
+    } catch (const std::exception& e) {
+      return e.what();
+    } catch (...) {
+      return "an exception that is not a std::exception";
+    }
   }
 
   void reset_slots() {
@@ -291,11 +324,17 @@ class decoder {
   /// Rolls model k back to at most `length` tokens. The bookkeeping changes first, so that
   /// if the adapter throws, the model is dirty and recover() or the next generate retries.
   void roll_back(std::size_t k, std::size_t length) {
+    forget_past(k, length);
+    if (dirty_[k]) clean(k);
+  }
+
+  /// Bookkeeping only: model k is known to hold at most `length` tokens of the text, and
+  /// whatever it holds past them must go at its next clean().
+  void forget_past(std::size_t k, std::size_t length) noexcept {
     if (fed_[k] > length) {
       fed_[k] = length;
       dirty_[k] = true;
     }
-    if (dirty_[k]) clean(k);
   }
 
   /// Feeds model k every token of the text it has not seen, in one pass, and stores its
@@ -308,12 +347,17 @@ class decoder {
     const std::size_t rows = end - first + 1;
     grow(pending_count() + 1);
     for (std::size_t i = 0; i < rows; ++i) feed_rows_[i] = logits_row(k, first_slot + i);
-    if constexpr (adapter_with_context_limit<Model>) {
-      if (end > models_[k]->context_limit())
-        throw context_overflow("model " + std::to_string(k) + ": the text needs " + std::to_string(end) +
-                               " tokens, its context holds " + std::to_string(models_[k]->context_limit()));
-    }
     const std::span<const token_id> tokens(text_.data() + before, end - before);
+    const auto feeding = [&] {
+      return "model " + std::to_string(k) + ": feeding " + std::to_string(tokens.size()) + " tokens at position " +
+             std::to_string(before);
+    };
+    if constexpr (adapter_with_context_limit<Model>) {
+      const std::size_t limit = models_[k]->context_limit();
+      if (end > limit)
+        throw context_overflow(feeding() + " needs a context of " + std::to_string(end) + " tokens; its context_limit() is " +
+                               std::to_string(limit));
+    }
     auto& stats = result_.statistics.models[k];
     const auto started = clock::now();
     try {
@@ -322,10 +366,19 @@ class decoder {
       stats.adapter_seconds += seconds_since(started);
       fed_[k] = before;
       dirty_[k] = true;
-      std::throw_with_nested(backend_failure("model " + std::to_string(k) + ": feeding " + std::to_string(tokens.size()) +
-                                             " tokens at position " + std::to_string(before) + " failed"));
+      // An adapter that finds out only while feeding that the text does not fit (llama.cpp:
+      // no KV-cache slot) may say so with context_overflow; it keeps its type.
+      try {
+        throw;
+      } catch (const context_overflow&) {
+        std::throw_with_nested(context_overflow(feeding() + " overflowed its context: " + current_message()));
+      } catch (...) {
+        std::throw_with_nested(backend_failure(feeding() + " failed: " + current_message()));
+      }
     }
-    stats.adapter_seconds += seconds_since(started);
+    const double seconds = seconds_since(started);
+    stats.adapter_seconds += seconds;
+    if constexpr (timing_speculator<Speculator>) speculator_.observe_pass(k, tokens.size(), seconds);
     fed_[k] = end;
     ++stats.forward_passes;
     stats.tokens_fed += tokens.size();
@@ -474,11 +527,7 @@ class decoder {
     ++committed_;
     reset_slots();
     const std::size_t rejected_position = committed_ - 1;
-    for (std::size_t k = 0; k < models_.size(); ++k)
-      if (fed_[k] > rejected_position) {
-        fed_[k] = rejected_position;
-        dirty_[k] = true;
-      }
+    for (std::size_t k = 0; k < models_.size(); ++k) forget_past(k, rejected_position);
     emit(replacement);
     for (std::size_t k = 0; k < models_.size(); ++k)
       if (dirty_[k]) clean(k);

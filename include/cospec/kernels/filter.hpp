@@ -49,6 +49,13 @@ struct keep_order {
   }
 };
 
+/// The indices of the entries in bucket `bucket`, in index order.
+inline void collect_bucket(std::span<const float> weights, std::size_t bucket, std::vector<std::uint32_t>& indices) {
+  indices.clear();
+  for (std::size_t j = 0; j < weights.size(); ++j)
+    if (filter_workspace::bucket_of(weights[j]) == bucket) indices.push_back(static_cast<std::uint32_t>(j));
+}
+
 /// Zeroes every entry that comes after `last_kept` in keep order, returns the kept sum.
 /// Everything in a bucket above `boundary_bucket` is kept without comparison.
 inline float zero_after(std::span<float> weights, std::size_t boundary_bucket, std::uint32_t last_kept) noexcept {
@@ -84,9 +91,7 @@ inline float top_k_filter(std::span<float> weights, std::size_t k, filter_worksp
     above += counts[boundary];
   }
   auto& candidates = workspace.candidates_;
-  candidates.clear();
-  for (std::size_t j = 0; j < weights.size(); ++j)
-    if (filter_workspace::bucket_of(weights[j]) == boundary) candidates.push_back(static_cast<std::uint32_t>(j));
+  detail::collect_bucket(weights, boundary, candidates);
   const std::size_t needed = k - above;  // 1 <= needed <= candidates.size()
   const detail::keep_order order{weights};
   std::nth_element(candidates.begin(), candidates.begin() + static_cast<std::ptrdiff_t>(needed - 1), candidates.end(), order);
@@ -113,9 +118,7 @@ inline float top_p_filter(std::span<float> weights, float p, filter_workspace& w
     above += masses[boundary];
   }
   auto& candidates = workspace.candidates_;
-  candidates.clear();
-  for (std::size_t j = 0; j < weights.size(); ++j)
-    if (filter_workspace::bucket_of(weights[j]) == boundary) candidates.push_back(static_cast<std::uint32_t>(j));
+  detail::collect_bucket(weights, boundary, candidates);
   const detail::keep_order order{weights};
   std::sort(candidates.begin(), candidates.end(), order);
   std::uint32_t last = candidates.empty() ? 0 : candidates.back();

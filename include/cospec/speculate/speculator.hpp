@@ -74,6 +74,13 @@ concept observing_speculator = requires(S& s, std::size_t proposer, std::size_t 
   { s.observe(proposer, chain_index, accepted) } -> std::same_as<void>;
 };
 
+/// Speculators that learn pass costs: called after every forward pass with the tokens fed
+/// and the wall time the adapter took.
+template <class S>
+concept timing_speculator = requires(S& s, std::size_t model, std::size_t tokens, double seconds) {
+  { s.observe_pass(model, tokens, seconds) } -> std::same_as<void>;
+};
+
 /// Speculators with per-generation state.
 template <class S>
 concept resettable_speculator = requires(S& s) {

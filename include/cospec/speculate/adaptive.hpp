@@ -1,0 +1,174 @@
+// Adaptive CoS: proposal lengths chosen online from observed acceptance and pass costs
+// (docs/engine.md, "adaptive"; docs/theory.md, "The schedule does not matter").
+#pragma once
+
+#include <algorithm>  // std::stable_sort, std::clamp
+#include <cmath>      // std::isfinite
+#include <cstddef>    // std::size_t
+#include <numeric>    // std::iota
+#include <string>     // std::to_string
+#include <utility>    // std::move
+#include <vector>     // std::vector
+
+#include "cospec/errors.hpp"
+#include "cospec/speculate/speculator.hpp"
+
+namespace cospec {
+
+/// Settings of the adaptive policy.
+struct adaptive_options {
+  /// Longest proposal any model makes in one invocation.
+  std::size_t max_gamma = 8;
+  /// Weight of the past in the running estimates, per observation: 0.95 remembers about the
+  /// last 20 outcomes, which follows a change of regime within a few dozen tokens while
+  /// averaging out chance (0.9 follows faster but is noisier on steady text, 0.98 lags).
+  double decay = 0.95;
+  /// How many observations' worth of trust a position's estimate gives to the position before
+  /// it: positions that are rarely reached start from their predecessor's estimate instead of
+  /// the prior, so a long run is tried as soon as the short ones are accepted.
+  double pooling = 4.0;
+  /// Acceptance assumed before anything is observed.
+  double prior_acceptance = 0.5;
+  /// Relative cost of one forward pass of each model. Empty: measured from the adapters'
+  /// own timings (a running average of seconds per pass), which is what a server wants;
+  /// given: deterministic, as under the cost clock.
+  std::vector<double> pass_costs;
+};
+
+/// CoS with each invocation's proposal length chosen to maximise expected committed tokens
+/// per unit of cost.
+///
+/// Model k proposing g tokens in a round that every other model must score commits in
+/// expectation `1 + sum_{i=1..g} A_i` tokens, A_i = prod_{j<i} a_k[j], where a_k[j] is the
+/// running estimate of the probability that k's proposal at position j of its run is accepted
+/// given that the ones before it were; the round costs `g c_k + sum_{m != k} c_m +
+/// A_g (1 - b) c_k`, with b the acceptance of the bonus token that ends a fully accepted run
+/// (docs/theory.md, "Expected cost, two models"). The policy picks the g in [1, max_gamma]
+/// with the most tokens per unit of cost.
+///
+/// The guard: g never goes below 1, and alternating with g = 1 costs in expectation no more
+/// per token than standard decoding, whatever the acceptance (docs/theory.md): each pass is
+/// one standard decoding would make anyway, and every accepted proposal saves one. So when
+/// acceptance collapses the policy falls back to g = 1, which keeps measuring acceptance with
+/// every bonus token (the probe is free) and lengthens proposals again when they pay.
+/// The schedule never changes the output distribution.
+class adaptive {
+ public:
+  explicit adaptive(std::size_t model_count, adaptive_options options = {})
+      : options_(std::move(options)), model_count_(model_count) {
+    if (model_count_ == 0) throw invalid_configuration("adaptive: needs at least one model");
+    if (options_.max_gamma == 0) throw invalid_configuration("adaptive: max_gamma must be >= 1");
+    if (!(options_.decay >= 0.0 && options_.decay < 1.0))
+      throw invalid_configuration("adaptive: decay must be in [0, 1), got " + std::to_string(options_.decay));
+    if (!(options_.prior_acceptance > 0.0 && options_.prior_acceptance < 1.0))
+      throw invalid_configuration("adaptive: prior_acceptance must be in (0, 1)");
+    if (!(options_.pooling >= 0.0) || !std::isfinite(options_.pooling))
+      throw invalid_configuration("adaptive: pooling must be finite and >= 0");
+    if (!options_.pass_costs.empty()) {
+      if (options_.pass_costs.size() != model_count_)
+        throw invalid_configuration("adaptive: " + std::to_string(options_.pass_costs.size()) + " pass costs for " +
+                                    std::to_string(model_count_) + " models");
+      for (double c : options_.pass_costs)
+        if (!(c > 0.0) || !std::isfinite(c)) throw invalid_configuration("adaptive: pass costs must be finite and > 0");
+      costs_ = options_.pass_costs;
+    } else {
+      costs_.assign(model_count_, 0.0);  // unknown until measured; equal costs meanwhile
+    }
+    accepted_.assign(model_count_, std::vector<double>(options_.max_gamma, 0.0));
+    observed_.assign(model_count_, std::vector<double>(options_.max_gamma, 0.0));
+    order_.resize(model_count_);
+    update_order();
+  }
+
+  void check(std::size_t model_count) const {
+    if (model_count != model_count_)
+      throw invalid_configuration("adaptive: built for " + std::to_string(model_count_) + " models, used with " +
+                                  std::to_string(model_count));
+  }
+
+  invocation next(const schedule_view& view) const {
+    for (std::size_t model : order_)
+      if (!view.scored(model, 0)) return {model, best_gamma(model)};
+    return {order_.front(), best_gamma(order_.front())};  // unreachable: the decoder settles first
+  }
+
+  /// Records a verification outcome of `proposer` at position `chain_index` of its run.
+  void observe(std::size_t proposer, std::size_t chain_index, bool accepted) {
+    if (chain_index >= options_.max_gamma) return;
+    double& a = accepted_[proposer][chain_index];
+    double& n = observed_[proposer][chain_index];
+    a = options_.decay * a + (accepted ? 1.0 : 0.0);
+    n = options_.decay * n + 1.0;
+  }
+
+  /// A forward pass of `model` took `seconds` (used when no pass costs were given).
+  void observe_pass(std::size_t model, std::size_t /*tokens*/, double seconds) {
+    if (!options_.pass_costs.empty() || !(seconds > 0.0)) return;
+    double& c = costs_[model];
+    c = c == 0.0 ? seconds : options_.decay * c + (1.0 - options_.decay) * seconds;
+    update_order();
+  }
+
+  /// The proposal length model k would get now.
+  [[nodiscard]] std::size_t best_gamma(std::size_t model) const {
+    double others = 0.0;
+    std::size_t verifier = model;  // the most expensive other model: it ends a full run with its bonus
+    for (std::size_t m = 0; m < model_count_; ++m) {
+      if (m == model) continue;
+      others += cost(m);
+      if (verifier == model || cost(m) > cost(verifier)) verifier = m;
+    }
+    // After a fully accepted run, the bonus token is verified by this model's next pass; if it
+    // is rejected, that pass only fed a replacement and one more pass is needed.
+    const double bonus_rejected = verifier == model ? 0.0 : 1.0 - acceptance_estimate(verifier, 0);
+    double tokens = 1.0;   // the replacement or bonus that ends every round
+    double reached = 1.0;  // probability that proposal g is reached and accepted
+    double previous = options_.prior_acceptance;
+    std::size_t best = 1;
+    double best_rate = 0.0;
+    for (std::size_t g = 1; g <= options_.max_gamma; ++g) {
+      previous = estimate(model, g - 1, previous);
+      reached *= previous;
+      tokens += reached;
+      const double round_cost = static_cast<double>(g) * cost(model) + others + reached * bonus_rejected * cost(model);
+      const double rate = tokens / round_cost;
+      if (rate > best_rate) {
+        best_rate = rate;
+        best = g;
+      }
+    }
+    return best;
+  }
+
+  /// The acceptance estimate of `model` at position `chain_index` of its runs.
+  [[nodiscard]] double acceptance_estimate(std::size_t model, std::size_t chain_index) const {
+    double previous = options_.prior_acceptance;
+    for (std::size_t j = 0; j <= chain_index; ++j) previous = estimate(model, j, previous);
+    return previous;
+  }
+
+ private:
+  [[nodiscard]] double cost(std::size_t model) const { return costs_[model] > 0.0 ? costs_[model] : 1.0; }
+
+  /// Decayed acceptance count over decayed trials, pooled with `pooling` pseudo-trials at the
+  /// estimate of the position before.
+  [[nodiscard]] double estimate(std::size_t model, std::size_t chain_index, double previous) const {
+    return (accepted_[model][chain_index] + options_.pooling * previous) /
+           (observed_[model][chain_index] + options_.pooling);
+  }
+
+  /// Cheapest first: it proposes afresh after a rejection and verifies first.
+  void update_order() {
+    std::iota(order_.begin(), order_.end(), std::size_t{0});
+    std::stable_sort(order_.begin(), order_.end(), [&](std::size_t a, std::size_t b) { return cost(a) < cost(b); });
+  }
+
+  adaptive_options options_;
+  std::size_t model_count_;
+  std::vector<double> costs_;
+  std::vector<std::vector<double>> accepted_;  // decayed acceptances, [model][chain index]
+  std::vector<std::vector<double>> observed_;  // decayed trials, [model][chain index]
+  std::vector<std::size_t> order_;
+};
+
+}  // namespace cospec
