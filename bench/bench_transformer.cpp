@@ -1,0 +1,166 @@
+// The batched forward pass of the transformer example (docs/benchmarks.md, "Transformer").
+//
+// Speculation pays on a memory-bound model only if scoring m tokens in one pass costs about
+// as much as scoring one. This measures, on a llama-shaped fp32 stack of 168M parameters read
+// per token (12 layers, dim 1024, hidden 2816, 16 heads, 4 KV heads, vocabulary 32000: far
+// larger than any cache), for m in {1, 2, 4, 8}:
+//   products/m: the weight products of one pass through the stack with batched_matmul on both
+//               cores, timed in the same iteration as the m = 1 pass: `vs_m1` is their ratio
+//               (targets: m = 4 within 1.25x, m = 8 within 1.6x);
+//   eigen/m:    the same products with Eigen's matrix-vector (m = 1) and general (m > 1)
+//               products, the naive batched path, with its own m = 1 ratio;
+//   forward/m:  a whole forward pass of the transformer (norms, rotary embeddings, attention
+//               over a 128-token context, SwiGLU, classifier) feeding m tokens, against the
+//               single-token forward pass in the same iteration.
+// Report medians over repetitions (--benchmark_repetitions=5 --benchmark_report_aggregates_only=true).
+#include <benchmark/benchmark.h>
+
+#include <chrono>   // std::chrono::steady_clock
+#include <cstddef>  // std::size_t
+#include <memory>   // std::shared_ptr, std::make_shared
+#include <span>     // std::span
+#include <vector>   // std::vector
+
+#include <Eigen/Core>
+
+#include "transformer/batched_matmul.hpp"
+#include "transformer/seeded_weights.hpp"
+#include "transformer/thread_team.hpp"
+#include "transformer/transformer.hpp"
+
+namespace {
+
+using namespace cospec::examples::llama;
+
+transformer_config bench_config() {
+  transformer_config config;
+  config.dim = 1024;
+  config.hidden_dim = 2816;
+  config.n_layers = 12;
+  config.n_heads = 16;
+  config.n_kv_heads = 4;
+  config.vocab_size = 32000;
+  config.seq_len = 1024;
+  config.shared_classifier = false;
+  return config;
+}
+
+const std::shared_ptr<const transformer_weights>& bench_weights() {
+  static const auto weights = std::make_shared<const transformer_weights>(seeded_weights(bench_config(), {}));
+  return weights;
+}
+
+thread_team& bench_team() {
+  static thread_team team(2);
+  return team;
+}
+
+/// The matrices of one pass, in order.
+std::vector<const row_matrix*> pass_matrices(const transformer_weights& w) {
+  std::vector<const row_matrix*> matrices;
+  for (const layer_weights& layer : w.layers) {
+    matrices.push_back(&layer.qkv);
+    matrices.push_back(&layer.attention_output);
+    matrices.push_back(&layer.gate_up);
+    matrices.push_back(&layer.down);
+  }
+  matrices.push_back(&w.output_classifier());
+  return matrices;
+}
+
+struct activations {
+  row_matrix in;
+  row_matrix out;
+  activations(std::size_t m, std::size_t width)
+      : in(row_matrix::Constant(static_cast<Eigen::Index>(m), static_cast<Eigen::Index>(width), 0.01f)),
+        out(static_cast<Eigen::Index>(m), static_cast<Eigen::Index>(width)) {}
+};
+
+double batched_products(const std::vector<const row_matrix*>& matrices, activations& a, std::size_t m) {
+  const auto start = std::chrono::steady_clock::now();
+  for (const row_matrix* w : matrices) {
+    const auto rows = static_cast<std::size_t>(w->rows());
+    const auto columns = static_cast<std::size_t>(w->cols());
+    batched_matmul({w->data(), rows, columns, columns}, {a.in.data(), m, columns, static_cast<std::size_t>(a.in.cols())},
+                   {a.out.data(), m, rows, static_cast<std::size_t>(a.out.cols())}, bench_team());
+  }
+  benchmark::DoNotOptimize(a.out.data());
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+double eigen_products(const std::vector<const row_matrix*>& matrices, activations& a, std::size_t m) {
+  const auto start = std::chrono::steady_clock::now();
+  for (const row_matrix* w : matrices) {
+    const auto m_rows = static_cast<Eigen::Index>(m);
+    if (m == 1) {
+      a.out.row(0).head(w->rows()).noalias() = (*w * a.in.row(0).head(w->cols()).transpose()).transpose();
+    } else {
+      a.out.topLeftCorner(m_rows, w->rows()).noalias() = a.in.topLeftCorner(m_rows, w->cols()) * w->transpose();
+    }
+  }
+  benchmark::DoNotOptimize(a.out.data());
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+constexpr std::size_t widest = 32000;  // the classifier's output
+
+void products(benchmark::State& state, bool eigen) {
+  const auto m = static_cast<std::size_t>(state.range(0));
+  const auto matrices = pass_matrices(*bench_weights());
+  activations batch(m, widest);
+  activations single(1, widest);
+  double batch_seconds = 0.0;
+  double single_seconds = 0.0;
+  for (auto _ : state) {
+    single_seconds += eigen ? eigen_products(matrices, single, 1) : batched_products(matrices, single, 1);
+    batch_seconds += eigen ? eigen_products(matrices, batch, m) : batched_products(matrices, batch, m);
+  }
+  const auto iterations = static_cast<double>(state.iterations());
+  state.counters["ms_m1"] = 1e3 * single_seconds / iterations;
+  state.counters["ms_m"] = 1e3 * batch_seconds / iterations;
+  state.counters["vs_m1"] = batch_seconds / single_seconds;
+  state.counters["GBps_m1"] =
+      4.0 * static_cast<double>(bench_config().parameters_read(12) - bench_config().dim) / (single_seconds / iterations) / 1e9;
+}
+
+// A forward pass of m tokens after a 128-token context, against the single-token pass in the
+// same iteration; both roll back afterwards so every iteration sees the same context.
+void BM_forward(benchmark::State& state) {
+  const auto m = static_cast<std::size_t>(state.range(0));
+  static const auto team = std::shared_ptr<thread_team>(&bench_team(), [](thread_team*) {});
+  transformer model(bench_weights(), team);
+  const std::size_t vocabulary = bench_config().vocab_size;
+  std::vector<cospec::token_id> context(128);
+  for (std::size_t i = 0; i < context.size(); ++i) context[i] = static_cast<cospec::token_id>((i * 7919) % vocabulary);
+  model.feed(context, {});
+  std::vector<std::vector<float>> storage(m, std::vector<float>(vocabulary));
+  std::vector<std::span<float>> rows(storage.begin(), storage.end());
+  std::vector<cospec::token_id> tokens(m, 42);
+  double batch_seconds = 0.0;
+  double single_seconds = 0.0;
+  for (auto _ : state) {
+    auto start = std::chrono::steady_clock::now();
+    model.feed(std::span(tokens).first(1), std::span(rows).first(1));
+    single_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    model.truncate(context.size());
+    start = std::chrono::steady_clock::now();
+    model.feed(tokens, rows);
+    batch_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    model.truncate(context.size());
+    benchmark::DoNotOptimize(storage.back().data());
+  }
+  const auto iterations = static_cast<double>(state.iterations());
+  state.counters["ms_m1"] = 1e3 * single_seconds / iterations;
+  state.counters["ms_m"] = 1e3 * batch_seconds / iterations;
+  state.counters["vs_m1"] = batch_seconds / single_seconds;
+}
+
+void BM_products(benchmark::State& state) { products(state, false); }
+void BM_eigen(benchmark::State& state) { products(state, true); }
+BENCHMARK(BM_products)->Name("products")->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_eigen)->Name("eigen")->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_forward)->Name("forward")->Arg(1)->Arg(2)->Arg(4)->Arg(5)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,283 @@
+// cospec on a real inference stack: a weighted ensemble of a llama-architecture transformer
+// and a small draft, decoded by standard collaborative decoding, speculative decoding with the
+// draft as the only proposer (SD), CoS (the models alternate as proposers) and the adaptive
+// policy. Prints wall-clock tokens per second, the speedup of each method over standard
+// decoding and the acceptance rates, and exits non-zero unless every method's greedy output is
+// token-identical to standard decoding's (docs/benchmarks.md, "Transformer").
+//
+// Without files the models are built from a seed: a 200M-parameter network (12 layers, dim
+// 1024; its weights do not fit in any cache, so a pass is memory-bound as on a GPU) and, as the
+// draft, the same network exited after its first layers (self-speculative decoding): the two
+// share their weights. With llama2.c checkpoints (--checkpoint, --draft-checkpoint, e.g. the
+// TinyStories stories110M.bin and stories15M.bin) and its tokenizer.bin, the same comparison
+// runs on trained models and prints the text.
+#include <chrono>     // std::chrono::steady_clock
+#include <cstddef>    // std::size_t
+#include <cstdint>    // std::uint64_t
+#include <cstdio>     // std::printf, std::fprintf, std::fputs
+#include <cstdlib>    // std::exit, std::strtoull
+#include <exception>  // std::exception
+#include <memory>     // std::shared_ptr, std::make_shared
+#include <optional>   // std::optional
+#include <random>     // std::mt19937_64
+#include <string>     // std::string, std::stod
+#include <utility>    // std::move
+#include <vector>     // std::vector
+
+#include <cospec/cospec.hpp>
+
+#include "transformer/checkpoint.hpp"
+#include "transformer/seeded_weights.hpp"
+#include "transformer/thread_team.hpp"
+#include "transformer/tokenizer.hpp"
+#include "transformer/transformer.hpp"
+
+namespace {
+
+using cospec::token_id;
+using namespace cospec::examples::llama;
+
+struct demo_options {
+  std::string checkpoint;        // the large model; empty: seed-built
+  std::string draft_checkpoint;  // the small model; empty: early exit of the large one
+  std::string tokenizer;
+  std::string prompt = "Once upon a time";
+  std::size_t draft_layers = 2;
+  std::size_t tokens = 64;
+  std::size_t prompts = 2;
+  std::size_t threads = 2;
+  std::size_t draft_gamma = 4;
+  float temperature = 0.0f;
+  float small_weight = 0.5f;
+  float block_scale = 0.25f;
+  std::uint64_t seed = 1;
+  bool quick = false;
+};
+
+const char* const usage = R"(usage: cospec-transformer [options]
+  --tokens N              tokens generated per prompt (default 64)
+  --prompts N             prompts per method (default 2)
+  --threads N             threads of the shared team (default 2)
+  --gamma G               the draft's proposal length for SD and CoS (default 4)
+  --temperature T         0 is greedy and checks token identity (default 0)
+  --small-weight W        the draft's weight in the ensemble; the large model has 1 - W (default 0.5)
+  --seed S                seed of the weights and prompts (default 1)
+  --draft-layers K        layers of the early-exit draft (default 2)
+  --block-scale B         seed-built weights: what each block adds to the residual stream (default 0.25)
+  --quick                 a 12M-parameter seed-built network instead (for tests)
+  --checkpoint FILE       a llama2.c checkpoint for the large model
+  --draft-checkpoint FILE a llama2.c checkpoint for the small model (default: early exit of the large)
+  --tokenizer FILE        llama2.c tokenizer.bin: encode --prompt and print the text
+  --prompt TEXT           the prompt when a tokenizer is given (default "Once upon a time")
+)";
+
+demo_options parse(int argc, char** argv) {
+  demo_options options;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::fputs(usage, stdout);
+      std::exit(0);
+    }
+    if (flag == "--quick") {
+      options.quick = true;
+      continue;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "%s needs a value\n%s", flag.c_str(), usage);
+      std::exit(2);
+    }
+    const std::string value = argv[++i];
+    if (flag == "--tokens") options.tokens = std::stoul(value);
+    else if (flag == "--prompts") options.prompts = std::stoul(value);
+    else if (flag == "--threads") options.threads = std::stoul(value);
+    else if (flag == "--gamma") options.draft_gamma = std::stoul(value);
+    else if (flag == "--temperature") options.temperature = std::stof(value);
+    else if (flag == "--small-weight") options.small_weight = std::stof(value);
+    else if (flag == "--seed") options.seed = std::stoull(value);
+    else if (flag == "--draft-layers") options.draft_layers = std::stoul(value);
+    else if (flag == "--block-scale") options.block_scale = std::stof(value);
+    else if (flag == "--checkpoint") options.checkpoint = value;
+    else if (flag == "--draft-checkpoint") options.draft_checkpoint = value;
+    else if (flag == "--tokenizer") options.tokenizer = value;
+    else if (flag == "--prompt") options.prompt = value;
+    else {
+      std::fprintf(stderr, "unknown option %s\n%s", flag.c_str(), usage);
+      std::exit(2);
+    }
+  }
+  return options;
+}
+
+transformer_config seeded_config(bool quick) {
+  transformer_config config;
+  config.dim = quick ? 256 : 1024;
+  config.hidden_dim = quick ? 688 : 2816;
+  config.n_layers = quick ? 8 : 12;
+  config.n_heads = quick ? 8 : 16;
+  config.n_kv_heads = 4;
+  config.vocab_size = quick ? 4096 : 32000;
+  config.seq_len = 1024;
+  config.shared_classifier = false;
+  return config;
+}
+
+struct model_pair {
+  std::shared_ptr<const transformer_weights> large;
+  std::shared_ptr<const transformer_weights> small;  // == large for an early-exit draft
+  std::size_t small_layers = 0;
+};
+
+model_pair load_models(const demo_options& options) {
+  model_pair pair;
+  if (!options.checkpoint.empty()) {
+    pair.large = std::make_shared<const transformer_weights>(load_checkpoint(options.checkpoint));
+  } else {
+    seeded_weights_options seeded;
+    seeded.seed = options.seed;
+    seeded.block_scale = options.block_scale;
+    pair.large = std::make_shared<const transformer_weights>(seeded_weights(seeded_config(options.quick), seeded));
+  }
+  if (!options.draft_checkpoint.empty()) {
+    pair.small = std::make_shared<const transformer_weights>(load_checkpoint(options.draft_checkpoint));
+    pair.small_layers = pair.small->config.n_layers;
+  } else {
+    pair.small = pair.large;
+    pair.small_layers = options.draft_layers;
+  }
+  return pair;
+}
+
+struct method_result {
+  std::string name;
+  std::vector<std::vector<token_id>> outputs;
+  std::size_t tokens = 0;
+  double seconds = 0.0;
+  std::size_t small_passes = 0, large_passes = 0;
+  std::size_t proposed[2] = {0, 0};
+  std::size_t accepted[2] = {0, 0};
+};
+
+template <class Speculator>
+method_result run_method(const std::string& name, Speculator speculator, const model_pair& pair,
+                         const std::shared_ptr<thread_team>& team, const demo_options& options,
+                         const std::vector<std::vector<token_id>>& prompts) {
+  method_result result;
+  result.name = name;
+  for (const auto& prompt : prompts) {
+    // Fresh models per prompt: every method starts from an empty KV cache.
+    transformer small(pair.small, team, {.layers = pair.small_layers, .context_limit = 0});
+    transformer large(pair.large, team, {.layers = 0, .context_limit = 0});
+    cospec::sampling_settings sampling;
+    sampling.temperature = options.temperature;
+    sampling.seed = options.seed;
+    cospec::decoder decoder(std::vector<transformer*>{&small, &large},
+                            cospec::weighted_ensemble({options.small_weight, 1.0f - options.small_weight}), speculator,
+                            sampling);
+    cospec::generation_limits limits;
+    limits.max_new_tokens = options.tokens;
+    const auto started = std::chrono::steady_clock::now();
+    const auto generated = decoder.generate(prompt, limits);
+    result.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    result.tokens += generated.tokens.size();
+    result.outputs.push_back(generated.tokens);
+    const auto& stats = generated.statistics;
+    result.small_passes += stats.models[0].forward_passes;
+    result.large_passes += stats.models[1].forward_passes;
+    for (std::size_t k = 0; k < 2; ++k) {
+      result.proposed[k] += stats.proposers[k].proposed;
+      result.accepted[k] += stats.proposers[k].accepted;
+    }
+  }
+  return result;
+}
+
+std::string acceptance(const method_result& r, std::size_t k) {
+  if (r.proposed[k] == 0) return "   -";
+  char text[32];
+  std::snprintf(text, sizeof text, "%.2f", static_cast<double>(r.accepted[k]) / static_cast<double>(r.proposed[k]));
+  return text;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const demo_options options = parse(argc, argv);
+  const auto team = std::make_shared<thread_team>(options.threads);
+  const auto building = std::chrono::steady_clock::now();
+  const model_pair pair = load_models(options);
+  const transformer_config& large = pair.large->config;
+  if (pair.small->config.vocab_size != large.vocab_size) {
+    std::fprintf(stderr, "the two checkpoints have different vocabularies (%zu and %zu)\n", pair.small->config.vocab_size,
+                 large.vocab_size);
+    return 2;
+  }
+  std::printf("large model: %zu layers, dim %zu, hidden %zu, %zu/%zu heads, vocabulary %zu: %.0fM parameters (%s)\n",
+              large.n_layers, large.dim, large.hidden_dim, large.n_heads, large.n_kv_heads, large.vocab_size,
+              static_cast<double>(large.parameter_count()) / 1e6,
+              options.checkpoint.empty() ? "built from a seed" : options.checkpoint.c_str());
+  if (pair.small == pair.large)
+    std::printf("small model: its first %zu layers, then its final norm and classifier (early exit, shared weights)\n",
+                pair.small_layers);
+  else
+    std::printf("small model: %s, %zu layers, dim %zu\n", options.draft_checkpoint.c_str(), pair.small_layers,
+                pair.small->config.dim);
+  std::printf("per-token weights read: large %.0f MB, small %.0f MB; %zu threads; built in %.1f s\n",
+              4e-6 * static_cast<double>(large.parameters_read(large.n_layers)),
+              4e-6 * static_cast<double>(pair.small->config.parameters_read(pair.small_layers)), team->size(),
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - building).count());
+
+  std::optional<tokenizer> text_tokenizer;
+  std::vector<std::vector<token_id>> prompts;
+  if (!options.tokenizer.empty()) {
+    text_tokenizer = tokenizer::load(options.tokenizer, large.vocab_size);
+    const auto encoded = text_tokenizer->encode(options.prompt, true, false);
+    for (std::size_t p = 0; p < options.prompts; ++p) prompts.push_back(encoded);
+  } else {
+    std::mt19937_64 random(options.seed);
+    for (std::size_t p = 0; p < options.prompts; ++p) {
+      std::vector<token_id> prompt(8);
+      for (token_id& token : prompt) token = static_cast<token_id>(random() % large.vocab_size);
+      prompts.push_back(prompt);
+    }
+  }
+  std::printf("weighted ensemble %.2f small + %.2f large, %s, %zu prompts x %zu tokens\n\n", options.small_weight,
+              1.0f - options.small_weight, options.temperature == 0.0f ? "greedy" : "sampling", prompts.size(),
+              options.tokens);
+
+  std::vector<method_result> results;
+  results.push_back(run_method("standard", cospec::standard{}, pair, team, options, prompts));
+  results.push_back(run_method("SD", cospec::fixed_proposer(0, options.draft_gamma), pair, team, options, prompts));
+  results.push_back(run_method("CoS", cospec::alternating({options.draft_gamma, 1}), pair, team, options, prompts));
+  results.push_back(run_method("adaptive", cospec::adaptive(2), pair, team, options, prompts));
+
+  const method_result& reference = results.front();
+  const double reference_rate = static_cast<double>(reference.tokens) / reference.seconds;
+  std::printf("%-9s %9s %8s %12s %12s %12s %12s\n", "method", "tokens/s", "speedup", "small passes", "large passes",
+              "small accept", "large accept");
+  bool identical = true;
+  for (const method_result& r : results) {
+    const double rate = static_cast<double>(r.tokens) / r.seconds;
+    std::printf("%-9s %9.2f %7.2fx %12zu %12zu %12s %12s\n", r.name.c_str(), rate, rate / reference_rate,
+                r.small_passes, r.large_passes, acceptance(r, 0).c_str(), acceptance(r, 1).c_str());
+    if (options.temperature == 0.0f && r.outputs != reference.outputs) {
+      std::printf("  MISMATCH: %s's greedy output differs from standard decoding's\n", r.name.c_str());
+      identical = false;
+    }
+  }
+  if (options.temperature == 0.0f && identical)
+    std::printf("\ngreedy outputs of every method are token-identical to standard decoding's\n");
+  if (text_tokenizer) {
+    std::printf("\n%s", options.prompt.c_str());
+    token_id previous = reference.outputs.front().empty() ? 1 : prompts.front().back();
+    for (const token_id token : reference.outputs.front()) {
+      std::printf("%s", text_tokenizer->decode(previous, token).c_str());
+      previous = token;
+    }
+    std::printf("\n");
+  }
+  return identical ? 0 : 1;
+} catch (const std::exception& error) {
+  std::fprintf(stderr, "cospec-transformer: %s\n", error.what());
+  return 2;
+}
