@@ -130,6 +130,45 @@ TEST_CASE("adaptive learns pass costs from the adapters' timings", "[adaptive]")
   CHECK(result.statistics.models[1].forward_passes < result.tokens.size() / 2);
 }
 
+TEST_CASE("adaptive fits measured pass costs as a per-pass plus a per-token part", "[adaptive]") {
+  // Timings of an engine whose pass costs 10 + 2 t (model 0) and 40 + 12 t (model 1) for t
+  // tokens, with the pass sizes a CoS schedule produces.
+  auto feed = [](cospec::adaptive& policy, double per_token) {
+    for (int round = 0; round < 60; ++round)
+      for (std::size_t t : {1, 2, 3, 5}) {
+        policy.observe_pass(0, t, 10.0 + 2.0 * static_cast<double>(t));
+        policy.observe_pass(1, t, 40.0 + per_token * static_cast<double>(t));
+      }
+  };
+  cospec::adaptive steep(2);
+  feed(steep, 12.0);
+  CHECK(steep.pass_cost_estimate(0, 1) == Approx(12.0).epsilon(1e-9));
+  CHECK(steep.pass_cost_estimate(0, 4) == Approx(18.0).epsilon(1e-9));
+  CHECK(steep.pass_cost_estimate(1, 9) == Approx(148.0).epsilon(1e-9));
+  // Not measurable yet, or never negative: the slope stays in [0, mean cost per token].
+  cospec::adaptive fresh(2);
+  CHECK(fresh.pass_cost_estimate(1, 5) == 1.0);
+  cospec::adaptive shrinking(2);
+  for (int i = 0; i < 50; ++i)
+    for (std::size_t t : {1, 4}) shrinking.observe_pass(0, t, 20.0 - static_cast<double>(t));
+  CHECK(shrinking.pass_cost_estimate(0, 1) == shrinking.pass_cost_estimate(0, 4));
+
+  // With the same acceptance, a verifier whose passes grow with their tokens gets shorter
+  // proposals than one whose passes do not.
+  cospec::adaptive flat(2);
+  feed(flat, 0.0);
+  for (auto* policy : {&steep, &flat})
+    for (int i = 0; i < 200; ++i)
+      for (std::size_t j = 0; j < 8; ++j) policy->observe(0, j, i % 4 != 0);
+  CHECK(steep.best_gamma(0) < flat.best_gamma(0));
+  // Given costs are per pass and ignore timings.
+  cospec::adaptive_options given;
+  given.pass_costs = {1.0, 3.0};
+  cospec::adaptive fixed(2, given);
+  fixed.observe_pass(1, 4, 100.0);
+  CHECK(fixed.pass_cost_estimate(1, 4) == 3.0);
+}
+
 TEST_CASE("adaptive greedy output is token-identical to standard decoding", "[adaptive][greedy]") {
   std::mt19937_64 random(11);
   std::uniform_real_distribution<double> unit(0.0, 1.0);

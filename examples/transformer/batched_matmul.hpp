@@ -2,12 +2,12 @@
 // matrix, out[t][r] = dot(weights.row(r), in[t]), written so that each weight row is read
 // from memory once for all m tokens.
 //
-// Why not Eigen's product: for m = 1 Eigen's matrix-vector product streams the weights at
+// Why not Eigen's product: for m = 1 Eigen's matrix-vector product streams the weights near
 // memory speed, but its general product for m = 2..8 re-packs and re-reads the weights and
-// costs 3-5x the single-token pass (docs/benchmarks.md, "Transformer"), which is the whole
-// gain of verifying m proposals in one pass. Here a block of rows (a few KB) is loaded once and
-// multiplied with every token while it sits in L1, with R rows × T tokens accumulators in
-// registers, and the rows are split between the members of a thread_team.
+// costs 5-6x the single-token pass (docs/benchmarks.md, "Transformer"), which is more than
+// the whole gain of verifying m proposals in one pass. Here a block of 8 weight rows is loaded
+// once and multiplied with every token while it sits in L1/L2, with R rows × T tokens
+// accumulators in registers, and the rows are split between the members of a thread_team.
 //
 // Batch invariance: out[t][r] is computed by the same sequence of operations (lane-wise fused
 // multiply-adds over the columns in order, one horizontal sum, then the tail) whatever m and
@@ -47,122 +47,99 @@ namespace detail {
 using float_batch = xsimd::batch<float>;
 inline constexpr std::size_t lanes = float_batch::size;
 
-// Blocking. Weight rows go in blocks of `block_rows`; the columns in chunks of `chunk_columns`
-// (one chunk of a block and of up to `group_tokens` tokens fit in L1 together, so the tokens'
-// activations are not re-read from L2 for every block); tokens in groups of `group_tokens`
-// (a long prompt streams the weights once per group). Running sums live in registers within a
-// tile and in `partial` between chunks.
-inline constexpr std::size_t block_rows = 8;
-inline constexpr std::size_t chunk_columns = 256;
-inline constexpr std::size_t group_tokens = 16;
-// The first tile over a block asks for the rows this many blocks further on: the hardware
-// prefetcher alone lets the stream stall whenever the core is busy multiplying many tokens.
-inline constexpr std::size_t prefetch_blocks = 2;
-
-using partial_sums = float_batch[block_rows][group_tokens];
-
-// R weight rows × T tokens over columns [k_begin, k_end) (whole batches): R*T accumulators, T
-// token batches and one weight batch in registers (at most 16 on AVX2). Every (row, token)
-// pair follows the same operation order whatever the tile: one accumulator, fused
-// multiply-adds over the columns in order.
+// R weight rows × T tokens: R*T accumulators, T token batches and one weight batch in
+// registers (at most 16 on AVX2). Every (row, token) pair follows the same operation order
+// whatever the tile: one accumulator, fused multiply-adds over the columns in order, one
+// horizontal sum, then the scalar tail.
 template <std::size_t R, std::size_t T>
-inline void multiply_tile(const float* const* rows, const float* const* tokens, std::size_t k_begin, std::size_t k_end,
-                          bool first_chunk, std::size_t prefetch_ahead, float_batch (*partial)[group_tokens],
-                          std::size_t first_token) noexcept {
+inline void multiply_tile(const_rows_view weights, std::size_t first_row, const_rows_view in, std::size_t first_token,
+                          rows_view out, std::size_t prefetch_ahead) noexcept {
+  const std::size_t columns = weights.columns;
+  const std::size_t body = columns - columns % lanes;
   float_batch accumulators[R][T];
+  const float* row_pointers[R];
+  const float* token_pointers[T];
 #pragma GCC unroll 8
-  for (std::size_t r = 0; r < R; ++r)
+  for (std::size_t r = 0; r < R; ++r) {
+    row_pointers[r] = weights.row(first_row + r);
 #pragma GCC unroll 8
-    for (std::size_t t = 0; t < T; ++t) accumulators[r][t] = first_chunk ? float_batch(0.0f) : partial[r][first_token + t];
+    for (std::size_t t = 0; t < T; ++t) accumulators[r][t] = float_batch(0.0f);
+  }
+#pragma GCC unroll 8
+  for (std::size_t t = 0; t < T; ++t) token_pointers[t] = in.row(first_token + t);
   auto step = [&](std::size_t k) {
     float_batch x[T];
 #pragma GCC unroll 8
-    for (std::size_t t = 0; t < T; ++t) x[t] = float_batch::load_unaligned(tokens[t] + k);
+    for (std::size_t t = 0; t < T; ++t) x[t] = float_batch::load_unaligned(token_pointers[t] + k);
 #pragma GCC unroll 8
     for (std::size_t r = 0; r < R; ++r) {
-      const float_batch w = float_batch::load_unaligned(rows[r] + k);
+      const float_batch w = float_batch::load_unaligned(row_pointers[r] + k);
 #pragma GCC unroll 8
       for (std::size_t t = 0; t < T; ++t) accumulators[r][t] = xsimd::fma(w, x[t], accumulators[r][t]);
     }
   };
-  constexpr std::size_t line = 64 / sizeof(float);  // a cache line per row and iteration
-  std::size_t k = k_begin;
+  // A cache line (16 floats) per row and iteration. The first tile over a block also asks for
+  // the rows `prefetch_ahead` floats further on: the hardware prefetcher alone lets the stream
+  // stall whenever the core is busy multiplying many tokens.
+  constexpr std::size_t line = 64 / sizeof(float);
+  std::size_t k = 0;
   if (prefetch_ahead != 0) {
-    for (; k + line <= k_end; k += line) {
+    for (; k + line <= body; k += line) {
 #pragma GCC unroll 8
-      for (std::size_t r = 0; r < R; ++r) __builtin_prefetch(rows[r] + k + prefetch_ahead);
+      for (std::size_t r = 0; r < R; ++r) __builtin_prefetch(row_pointers[r] + k + prefetch_ahead);
 #pragma GCC unroll 4
       for (std::size_t j = 0; j < line; j += lanes) step(k + j);
     }
   }
-  for (; k < k_end; k += lanes) step(k);
+  for (; k < body; k += lanes) step(k);
 #pragma GCC unroll 8
   for (std::size_t r = 0; r < R; ++r)
 #pragma GCC unroll 8
-    for (std::size_t t = 0; t < T; ++t) partial[r][first_token + t] = accumulators[r][t];
-}
-
-// One block of `count` rows (count == block_rows, or fewer at the end of a range, then one
-// row per tile) times one group of tokens.
-inline void multiply_block(const_rows_view weights, std::size_t first_row, std::size_t count, const_rows_view in,
-                           std::size_t first_token, std::size_t tokens, rows_view out, bool prefetch) noexcept {
-  const std::size_t columns = weights.columns;
-  const std::size_t body = columns - columns % lanes;
-  const float* rows[block_rows];
-  const float* token_rows[group_tokens];
-  for (std::size_t r = 0; r < count; ++r) rows[r] = weights.row(first_row + r);
-  for (std::size_t t = 0; t < tokens; ++t) token_rows[t] = in.row(first_token + t);
-  alignas(64) partial_sums partial;
-  const bool full = count == block_rows;
-  for (std::size_t k_begin = 0; k_begin < body; k_begin += chunk_columns) {
-    const std::size_t k_end = k_begin + chunk_columns < body ? k_begin + chunk_columns : body;
-    const bool first_chunk = k_begin == 0;
-    std::size_t ahead = prefetch && full ? prefetch_blocks * block_rows * weights.stride : 0;
-    auto tiles = [&]<std::size_t R, std::size_t T>(std::size_t t) {
-      const std::size_t step = full ? R : 1;
-      for (std::size_t r = 0; r < count; r += step) {
-        if (full)
-          multiply_tile<R, T>(rows + r, token_rows + t, k_begin, k_end, first_chunk, ahead, &partial[r], t);
-        else
-          multiply_tile<1, T>(rows + r, token_rows + t, k_begin, k_end, first_chunk, 0, &partial[r], t);
-      }
-      ahead = 0;  // the other tiles find the block in cache
-    };
-    // Tiles of 4 tokens, ending in 3 + 2 rather than 4 + 1 (a lone token is a whole extra pass
-    // over the block for little arithmetic).
-    std::size_t t = 0;
-    while (t < tokens) {
-      const std::size_t left = tokens - t;
-      const std::size_t tile = left == 5 ? 3 : (left < 4 ? left : 4);
-      switch (tile) {
-        case 4: tiles.template operator()<2, 4>(t); break;
-        case 3: tiles.template operator()<2, 3>(t); break;
-        case 2: tiles.template operator()<4, 2>(t); break;
-        default: tiles.template operator()<8, 1>(t); break;
-      }
-      t += tile;
-    }
-  }
-  for (std::size_t r = 0; r < count; ++r)
-    for (std::size_t t = 0; t < tokens; ++t) {
-      float sum = body == 0 ? 0.0f : xsimd::hadd(partial[r][t]);
-      for (std::size_t c = body; c < columns; ++c) sum = std::fma(rows[r][c], token_rows[t][c], sum);
+    for (std::size_t t = 0; t < T; ++t) {
+      float sum = xsimd::hadd(accumulators[r][t]);
+      for (std::size_t c = body; c < columns; ++c) sum = std::fma(row_pointers[r][c], token_pointers[t][c], sum);
       out.row(first_token + t)[first_row + r] = sum;
     }
 }
 
-// Rows [row_begin, row_end) for every token, each weight block streamed from memory once per
-// group of tokens.
+// Rows [row_begin, row_end) for every token: blocks of `block_rows` weight rows (32 KB at
+// 1024 columns) stay in L1/L2 while every token tile passes over them, so the weights stream
+// from memory once. (Splitting the columns into L1-sized chunks as well, so that the tokens'
+// activations stay in L1 too, measured 5-15 % slower here: the extra loads and stores of the
+// running sums cost more than the L2 reads they save.)
 inline void multiply_rows(const_rows_view weights, std::size_t row_begin, std::size_t row_end, const_rows_view in,
                           rows_view out) noexcept {
-  for (std::size_t token = 0; token < in.rows; token += group_tokens) {
-    const std::size_t tokens = in.rows - token < group_tokens ? in.rows - token : group_tokens;
-    // A single token is a plain stream: software prefetch only competes with the hardware's.
-    const bool prefetch = tokens > 1;
-    for (std::size_t row = row_begin; row < row_end; row += block_rows) {
-      const std::size_t count = row_end - row < block_rows ? row_end - row : block_rows;
-      multiply_block(weights, row, count, in, token, tokens, out, prefetch);
+  constexpr std::size_t block_rows = 8;
+  constexpr std::size_t prefetch_blocks = 2;
+  const std::size_t tokens = in.rows;
+  std::size_t row = row_begin;
+  for (; row + block_rows <= row_end; row += block_rows) {
+    // Only the first tile over a block prefetches; the others find the block in cache. A single
+    // token is a plain stream, where software prefetch only competes with the hardware's.
+    std::size_t ahead = tokens == 1 ? 0 : prefetch_blocks * block_rows * weights.stride;
+    auto tiles = [&]<std::size_t R, std::size_t T>(std::size_t token) {
+      for (std::size_t r = 0; r < block_rows; r += R) multiply_tile<R, T>(weights, row + r, in, token, out, ahead);
+      ahead = 0;
+    };
+    // Tiles of 4 tokens, ending in 3 + 2 rather than 4 + 1 (a lone token is a whole extra pass
+    // over the block for little arithmetic).
+    std::size_t token = 0;
+    while (token < tokens) {
+      const std::size_t left = tokens - token;
+      const std::size_t tile = left == 5 ? 3 : (left < 4 ? left : 4);
+      switch (tile) {
+        case 4: tiles.template operator()<2, 4>(token); break;
+        case 3: tiles.template operator()<2, 3>(token); break;
+        case 2: tiles.template operator()<4, 2>(token); break;
+        default: tiles.template operator()<8, 1>(token); break;
+      }
+      token += tile;
     }
+  }
+  for (; row < row_end; ++row) {
+    std::size_t token = 0;
+    for (; token + 4 <= tokens; token += 4) multiply_tile<1, 4>(weights, row, in, token, out, 0);
+    for (; token < tokens; ++token) multiply_tile<1, 1>(weights, row, in, token, out, 0);
   }
 }
 

@@ -12,6 +12,7 @@
 // TinyStories stories110M.bin and stories15M.bin) and its tokenizer.bin, the same comparison
 // runs on trained models and prints the text.
 #include <chrono>     // std::chrono::steady_clock
+#include <algorithm>  // std::min
 #include <cstddef>    // std::size_t
 #include <cstdint>    // std::uint64_t
 #include <cstdio>     // std::printf, std::fprintf, std::fputs
@@ -46,10 +47,10 @@ struct demo_options {
   std::size_t tokens = 64;
   std::size_t prompts = 2;
   std::size_t threads = 2;
-  std::size_t draft_gamma = 4;
+  std::vector<std::size_t> gammas{2};  // the draft's proposal lengths for SD and CoS
   float temperature = 0.0f;
   float small_weight = 0.5f;
-  float block_scale = 0.25f;
+  float block_scale = 0.1f;
   std::uint64_t seed = 1;
   bool quick = false;
 };
@@ -58,12 +59,12 @@ const char* const usage = R"(usage: cospec-transformer [options]
   --tokens N              tokens generated per prompt (default 64)
   --prompts N             prompts per method (default 2)
   --threads N             threads of the shared team (default 2)
-  --gamma G               the draft's proposal length for SD and CoS (default 4)
+  --gamma G[,G...]        the draft's proposal lengths for SD and CoS, each run (default 2)
   --temperature T         0 is greedy and checks token identity (default 0)
   --small-weight W        the draft's weight in the ensemble; the large model has 1 - W (default 0.5)
   --seed S                seed of the weights and prompts (default 1)
   --draft-layers K        layers of the early-exit draft (default 2)
-  --block-scale B         seed-built weights: what each block adds to the residual stream (default 0.25)
+  --block-scale B         seed-built weights: what each block adds to the residual stream (default 0.1)
   --quick                 a 12M-parameter seed-built network instead (for tests)
   --checkpoint FILE       a llama2.c checkpoint for the large model
   --draft-checkpoint FILE a llama2.c checkpoint for the small model (default: early exit of the large)
@@ -91,7 +92,15 @@ demo_options parse(int argc, char** argv) {
     if (flag == "--tokens") options.tokens = std::stoul(value);
     else if (flag == "--prompts") options.prompts = std::stoul(value);
     else if (flag == "--threads") options.threads = std::stoul(value);
-    else if (flag == "--gamma") options.draft_gamma = std::stoul(value);
+    else if (flag == "--gamma") {
+      options.gammas.clear();
+      std::size_t start = 0;
+      while (start <= value.size()) {
+        const std::size_t comma = std::min(value.find(',', start), value.size());
+        options.gammas.push_back(std::stoul(value.substr(start, comma - start)));
+        start = comma + 1;
+      }
+    }
     else if (flag == "--temperature") options.temperature = std::stof(value);
     else if (flag == "--small-weight") options.small_weight = std::stof(value);
     else if (flag == "--seed") options.seed = std::stoull(value);
@@ -158,38 +167,34 @@ struct method_result {
   std::size_t accepted[2] = {0, 0};
 };
 
+/// One prompt decoded with `speculator`, added to `result`. Fresh models every time: each
+/// method starts from an empty KV cache.
 template <class Speculator>
-method_result run_method(const std::string& name, Speculator speculator, const model_pair& pair,
-                         const std::shared_ptr<thread_team>& team, const demo_options& options,
-                         const std::vector<std::vector<token_id>>& prompts) {
-  method_result result;
-  result.name = name;
-  for (const auto& prompt : prompts) {
-    // Fresh models per prompt: every method starts from an empty KV cache.
-    transformer small(pair.small, team, {.layers = pair.small_layers, .context_limit = 0});
-    transformer large(pair.large, team, {.layers = 0, .context_limit = 0});
-    cospec::sampling_settings sampling;
-    sampling.temperature = options.temperature;
-    sampling.seed = options.seed;
-    cospec::decoder decoder(std::vector<transformer*>{&small, &large},
-                            cospec::weighted_ensemble({options.small_weight, 1.0f - options.small_weight}), speculator,
-                            sampling);
-    cospec::generation_limits limits;
-    limits.max_new_tokens = options.tokens;
-    const auto started = std::chrono::steady_clock::now();
-    const auto generated = decoder.generate(prompt, limits);
-    result.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    result.tokens += generated.tokens.size();
-    result.outputs.push_back(generated.tokens);
-    const auto& stats = generated.statistics;
-    result.small_passes += stats.models[0].forward_passes;
-    result.large_passes += stats.models[1].forward_passes;
-    for (std::size_t k = 0; k < 2; ++k) {
-      result.proposed[k] += stats.proposers[k].proposed;
-      result.accepted[k] += stats.proposers[k].accepted;
-    }
+void run_method(method_result& result, Speculator speculator, const model_pair& pair,
+                const std::shared_ptr<thread_team>& team, const demo_options& options,
+                const std::vector<token_id>& prompt) {
+  transformer small(pair.small, team, {.layers = pair.small_layers, .context_limit = 0});
+  transformer large(pair.large, team, {.layers = 0, .context_limit = 0});
+  cospec::sampling_settings sampling;
+  sampling.temperature = options.temperature;
+  sampling.seed = options.seed;
+  cospec::decoder decoder(std::vector<transformer*>{&small, &large},
+                          cospec::weighted_ensemble({options.small_weight, 1.0f - options.small_weight}),
+                          std::move(speculator), sampling);
+  cospec::generation_limits limits;
+  limits.max_new_tokens = options.tokens;
+  const auto started = std::chrono::steady_clock::now();
+  const auto generated = decoder.generate(prompt, limits);
+  result.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  result.tokens += generated.tokens.size();
+  result.outputs.push_back(generated.tokens);
+  const auto& stats = generated.statistics;
+  result.small_passes += stats.models[0].forward_passes;
+  result.large_passes += stats.models[1].forward_passes;
+  for (std::size_t k = 0; k < 2; ++k) {
+    result.proposed[k] += stats.proposers[k].proposed;
+    result.accepted[k] += stats.proposers[k].accepted;
   }
-  return result;
 }
 
 std::string acceptance(const method_result& r, std::size_t k) {
@@ -245,20 +250,33 @@ int main(int argc, char** argv) try {
               1.0f - options.small_weight, options.temperature == 0.0f ? "greedy" : "sampling", prompts.size(),
               options.tokens);
 
-  std::vector<method_result> results;
-  results.push_back(run_method("standard", cospec::standard{}, pair, team, options, prompts));
-  results.push_back(run_method("SD", cospec::fixed_proposer(0, options.draft_gamma), pair, team, options, prompts));
-  results.push_back(run_method("CoS", cospec::alternating({options.draft_gamma, 1}), pair, team, options, prompts));
-  results.push_back(run_method("adaptive", cospec::adaptive(2), pair, team, options, prompts));
+  // The methods take turns on each prompt, so that a slow spell of the (shared, noisy)
+  // machine does not fall on one method only.
+  std::vector<method_result> results(1 + 2 * options.gammas.size() + 1);
+  results.front().name = "standard";
+  for (std::size_t g = 0; g < options.gammas.size(); ++g) {
+    results[1 + g].name = "SD g=" + std::to_string(options.gammas[g]);
+    results[1 + options.gammas.size() + g].name = "CoS g=" + std::to_string(options.gammas[g]);
+  }
+  results.back().name = "adaptive";
+  for (const auto& prompt : prompts) {
+    run_method(results.front(), cospec::standard{}, pair, team, options, prompt);
+    for (std::size_t g = 0; g < options.gammas.size(); ++g) {
+      run_method(results[1 + g], cospec::fixed_proposer(0, options.gammas[g]), pair, team, options, prompt);
+      run_method(results[1 + options.gammas.size() + g], cospec::alternating({options.gammas[g], 1}), pair, team,
+                 options, prompt);
+    }
+    run_method(results.back(), cospec::adaptive(2), pair, team, options, prompt);
+  }
 
   const method_result& reference = results.front();
   const double reference_rate = static_cast<double>(reference.tokens) / reference.seconds;
-  std::printf("%-9s %9s %8s %12s %12s %12s %12s\n", "method", "tokens/s", "speedup", "small passes", "large passes",
+  std::printf("%-10s %9s %8s %12s %12s %12s %12s\n", "method", "tokens/s", "speedup", "small passes", "large passes",
               "small accept", "large accept");
   bool identical = true;
   for (const method_result& r : results) {
     const double rate = static_cast<double>(r.tokens) / r.seconds;
-    std::printf("%-9s %9.2f %7.2fx %12zu %12zu %12s %12s\n", r.name.c_str(), rate, rate / reference_rate,
+    std::printf("%-10s %9.2f %7.2fx %12zu %12zu %12s %12s\n", r.name.c_str(), rate, rate / reference_rate,
                 r.small_passes, r.large_passes, acceptance(r, 0).c_str(), acceptance(r, 1).c_str());
     if (options.temperature == 0.0f && r.outputs != reference.outputs) {
       std::printf("  MISMATCH: %s's greedy output differs from standard decoding's\n", r.name.c_str());

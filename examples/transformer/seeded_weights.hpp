@@ -22,7 +22,7 @@ struct seeded_weights_options {
   /// Each block's output projections (wo, w2) are scaled so that a block adds about this much
   /// RMS to the residual stream relative to the embedding: small values make later layers
   /// refine rather than replace the first layers' prediction.
-  float block_scale = 0.25f;
+  float block_scale = 0.1f;
   /// Standard deviation of the logits for a unit-RMS final state: larger is more confident.
   float logit_scale = 4.0f;
 };

@@ -41,10 +41,12 @@ struct adaptive_options {
 /// Model k proposing g tokens in a round that every other model must score commits in
 /// expectation `1 + sum_{i=1..g} A_i` tokens, A_i = prod_{j<i} a_k[j], where a_k[j] is the
 /// running estimate of the probability that k's proposal at position j of its run is accepted
-/// given that the ones before it were; the round costs `g c_k + sum_{m != k} c_m +
-/// A_g (1 - b) c_k`, with b the acceptance of the bonus token that ends a fully accepted run
-/// (docs/theory.md, "Expected cost, two models"). The policy picks the g in [1, max_gamma]
-/// with the most tokens per unit of cost.
+/// given that the ones before it were; the round costs `c_k(2) + (g - 1) c_k(1) +
+/// sum_{m != k} c_m(g + 1) + A_g (1 - b) c_k(1)`, with c_m(t) the cost of a pass of model m
+/// over t tokens and b the acceptance of the bonus token that ends a fully accepted run
+/// (docs/theory.md, "Adaptive speculation"). The policy picks the g in [1, max_gamma] with the
+/// most tokens per unit of cost. Given pass costs are per pass (c_m(t) = c_m); measured ones
+/// are fitted as a + b t, since a real engine's verification pass grows with its tokens.
 ///
 /// The guard: g never goes below 1, and alternating with g = 1 costs in expectation no more
 /// per token than standard decoding, whatever the acceptance (docs/theory.md): each pass is
@@ -70,10 +72,8 @@ class adaptive {
                                     std::to_string(model_count_) + " models");
       for (double c : options_.pass_costs)
         if (!(c > 0.0) || !std::isfinite(c)) throw invalid_configuration("adaptive: pass costs must be finite and > 0");
-      costs_ = options_.pass_costs;
-    } else {
-      costs_.assign(model_count_, 0.0);  // unknown until measured; equal costs meanwhile
     }
+    fits_.resize(model_count_);  // unknown until measured; equal costs meanwhile
     accepted_.assign(model_count_, std::vector<double>(options_.max_gamma, 0.0));
     observed_.assign(model_count_, std::vector<double>(options_.max_gamma, 0.0));
     order_.resize(model_count_);
@@ -101,23 +101,51 @@ class adaptive {
     n = options_.decay * n + 1.0;
   }
 
-  /// A forward pass of `model` took `seconds` (used when no pass costs were given).
-  void observe_pass(std::size_t model, std::size_t /*tokens*/, double seconds) {
-    if (!options_.pass_costs.empty() || !(seconds > 0.0)) return;
-    double& c = costs_[model];
-    c = c == 0.0 ? seconds : options_.decay * c + (1.0 - options_.decay) * seconds;
+  /// A forward pass of `model` over `tokens` tokens took `seconds` (used when no pass costs
+  /// were given). The cost of a pass is fitted as `a + b * tokens` by decayed least squares: on
+  /// a real engine a verification pass over g + 1 tokens costs more than a one-token proposal
+  /// pass (1.2-1.7x for 4-8 tokens on the transformer example), and a flat cost would make
+  /// long proposals look cheaper than they are.
+  void observe_pass(std::size_t model, std::size_t tokens, double seconds) {
+    if (!options_.pass_costs.empty() || !(seconds > 0.0) || !std::isfinite(seconds) || tokens == 0) return;
+    cost_fit& f = fits_[model];
+    const double m = static_cast<double>(tokens);
+    const double d = options_.decay;
+    f.weight = d * f.weight + 1.0;
+    f.tokens = d * f.tokens + m;
+    f.tokens_squared = d * f.tokens_squared + m * m;
+    f.seconds = d * f.seconds + seconds;
+    f.tokens_seconds = d * f.tokens_seconds + m * seconds;
+    const double mean_tokens = f.tokens / f.weight;
+    const double mean_seconds = f.seconds / f.weight;
+    const double variance = f.tokens_squared / f.weight - mean_tokens * mean_tokens;
+    // The slope is refitted only while pass sizes vary enough to tell it (a policy settled on
+    // one proposal length stops varying them); otherwise the last fit stands. It is kept in
+    // [0, mean cost per token]: a pass never gets cheaper with more tokens, nor costs more
+    // than that many one-token passes.
+    if (variance > 0.25)
+      f.slope = std::clamp((f.tokens_seconds / f.weight - mean_tokens * mean_seconds) / variance, 0.0,
+                           mean_seconds / mean_tokens);
     update_order();
+  }
+
+  /// The cost of a pass of `model` over `tokens` tokens, as the policy sees it now: the given
+  /// pass cost, or the fit of the measured ones (1 before any measurement).
+  [[nodiscard]] double pass_cost_estimate(std::size_t model, std::size_t tokens = 1) const {
+    if (!options_.pass_costs.empty()) return options_.pass_costs[model];
+    const cost_fit& f = fits_[model];
+    if (f.weight == 0.0) return 1.0;
+    const double mean_tokens = f.tokens / f.weight;
+    const double mean_seconds = f.seconds / f.weight;
+    const double fitted = mean_seconds + f.slope * (static_cast<double>(tokens) - mean_tokens);
+    return std::max(fitted, 1e-3 * mean_seconds);
   }
 
   /// The proposal length model k would get now.
   [[nodiscard]] std::size_t best_gamma(std::size_t model) const {
-    double others = 0.0;
     std::size_t verifier = model;  // the most expensive other model: it ends a full run with its bonus
-    for (std::size_t m = 0; m < model_count_; ++m) {
-      if (m == model) continue;
-      others += cost(m);
-      if (verifier == model || cost(m) > cost(verifier)) verifier = m;
-    }
+    for (std::size_t m = 0; m < model_count_; ++m)
+      if (m != model && (verifier == model || cost(m) > cost(verifier))) verifier = m;
     // After a fully accepted run, the bonus token is verified by this model's next pass; if it
     // is rejected, that pass only fed a replacement and one more pass is needed.
     const double bonus_rejected = verifier == model ? 0.0 : 1.0 - acceptance_estimate(verifier, 0);
@@ -130,7 +158,13 @@ class adaptive {
       previous = estimate(model, g - 1, previous);
       reached *= previous;
       tokens += reached;
-      const double round_cost = static_cast<double>(g) * cost(model) + others + reached * bonus_rejected * cost(model);
+      // The proposer's first pass feeds what it has not seen (the other's last proposal and
+      // bonus), the others one token each; every other model scores the g proposals and the
+      // token before them in one pass.
+      double round_cost = pass_cost_estimate(model, 2) + static_cast<double>(g - 1) * cost(model) +
+                          reached * bonus_rejected * cost(model);
+      for (std::size_t m = 0; m < model_count_; ++m)
+        if (m != model) round_cost += pass_cost_estimate(m, g + 1);
       const double rate = tokens / round_cost;
       if (rate > best_rate) {
         best_rate = rate;
@@ -148,7 +182,8 @@ class adaptive {
   }
 
  private:
-  [[nodiscard]] double cost(std::size_t model) const { return costs_[model] > 0.0 ? costs_[model] : 1.0; }
+  /// The cost of a one-token pass: what orders the models (cheapest proposes first).
+  [[nodiscard]] double cost(std::size_t model) const { return pass_cost_estimate(model, 1); }
 
   /// Decayed acceptance count over decayed trials, pooled with `pooling` pseudo-trials at the
   /// estimate of the position before.
@@ -165,7 +200,12 @@ class adaptive {
 
   adaptive_options options_;
   std::size_t model_count_;
-  std::vector<double> costs_;
+  /// Decayed sums of the measured passes of one model, and the fitted cost per extra token.
+  struct cost_fit {
+    double weight = 0.0, tokens = 0.0, tokens_squared = 0.0, seconds = 0.0, tokens_seconds = 0.0;
+    double slope = 0.0;
+  };
+  std::vector<cost_fit> fits_;
   std::vector<std::vector<double>> accepted_;  // decayed acceptances, [model][chain index]
   std::vector<std::vector<double>> observed_;  // decayed trials, [model][chain index]
   std::vector<std::size_t> order_;
