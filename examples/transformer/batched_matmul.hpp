@@ -116,7 +116,10 @@ inline void multiply_rows(const_rows_view weights, std::size_t row_begin, std::s
   for (; row + block_rows <= row_end; row += block_rows) {
     // Only the first tile over a block prefetches; the others find the block in cache. A single
     // token is a plain stream, where software prefetch only competes with the hardware's.
-    std::size_t ahead = tokens == 1 ? 0 : prefetch_blocks * block_rows * weights.stride;
+    // Near the end of the matrix the distance is 0: a pointer past the end is undefined even
+    // for a prefetch.
+    const bool room = row + (prefetch_blocks + 1) * block_rows <= weights.rows;
+    std::size_t ahead = tokens == 1 || !room ? 0 : prefetch_blocks * block_rows * weights.stride;
     auto tiles = [&]<std::size_t R, std::size_t T>(std::size_t token) {
       for (std::size_t r = 0; r < block_rows; r += R) multiply_tile<R, T>(weights, row + r, in, token, out, ahead);
       ahead = 0;

@@ -149,39 +149,6 @@ inline std::uint64_t checkpoint_bytes(const transformer_config& config, const st
   return bytes;
 }
 
-/// Throws std::invalid_argument unless `matrix` is rows × columns.
-template <class Matrix>
-void require_checkpoint_shape(const Matrix& matrix, std::size_t rows, std::size_t columns, const std::string& name) {
-  if (static_cast<std::size_t>(matrix.rows()) != rows || static_cast<std::size_t>(matrix.cols()) != columns)
-    throw std::invalid_argument("save_checkpoint: " + name + " is " + std::to_string(matrix.rows()) + "×" +
-                                std::to_string(matrix.cols()) + ", its config requires " + std::to_string(rows) +
-                                "×" + std::to_string(columns));
-}
-
-/// Throws std::invalid_argument unless every matrix has the shape weights.config gives it:
-/// the writer trusts the shapes, so a wrong one would read past a matrix.
-inline void require_checkpoint_shapes(const transformer_weights& weights) {
-  const transformer_config& config = weights.config;
-  const std::size_t dim = config.dim;
-  const std::size_t hidden = config.hidden_dim;
-  require_checkpoint_shape(weights.embedding, config.vocab_size, dim, "the embedding");
-  if (weights.layers.size() != config.n_layers)
-    throw std::invalid_argument("save_checkpoint: " + std::to_string(weights.layers.size()) + " layers, config has " +
-                                std::to_string(config.n_layers));
-  for (std::size_t l = 0; l < weights.layers.size(); ++l) {
-    const layer_weights& layer = weights.layers[l];
-    const std::string name = "layer " + std::to_string(l) + " ";
-    require_checkpoint_shape(layer.attention_norm, dim, 1, name + "attention_norm");
-    require_checkpoint_shape(layer.qkv, dim + 2 * config.kv_dim(), dim, name + "qkv");
-    require_checkpoint_shape(layer.attention_output, dim, dim, name + "attention_output");
-    require_checkpoint_shape(layer.ffn_norm, dim, 1, name + "ffn_norm");
-    require_checkpoint_shape(layer.gate_up, 2 * hidden, dim, name + "gate_up");
-    require_checkpoint_shape(layer.down, dim, hidden, name + "down");
-  }
-  require_checkpoint_shape(weights.final_norm, dim, 1, "final_norm");
-  if (!config.shared_classifier) require_checkpoint_shape(weights.classifier, config.vocab_size, dim, "the classifier");
-}
-
 }  // namespace detail
 
 /// Reads a llama2.c checkpoint. The config gets llama2.c's rope_theta and norm_epsilon, which
@@ -258,7 +225,7 @@ inline transformer_weights load_checkpoint(const std::filesystem::path& path) {
 inline void save_checkpoint(const transformer_weights& weights, const std::filesystem::path& path) {
   const transformer_config& config = weights.config;
   config.validate();
-  detail::require_checkpoint_shapes(weights);
+  weights.validate("save_checkpoint");
   const std::array<std::size_t, detail::checkpoint_header_fields> sizes = {
       config.dim, config.hidden_dim, config.n_layers, config.n_heads, config.n_kv_heads, config.vocab_size,
       config.seq_len};

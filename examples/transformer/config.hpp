@@ -35,8 +35,9 @@ struct transformer_config {
     return embedding + n_layers * layer_parameters() + dim + (shared_classifier ? 0 : embedding);
   }
 
-  /// Parameters one forward pass through the first `layers` layers reads per token (the
-  /// embedding row is one row, not the table): what makes a pass memory-bound.
+  /// Parameters one forward pass through the first `layers` layers reads per token: the
+  /// layers, the final norm and the classifier (one embedding row is negligible and not
+  /// counted). What makes a pass memory-bound.
   [[nodiscard]] std::size_t parameters_read(std::size_t layers) const noexcept {
     return layers * layer_parameters() + dim + vocab_size * dim;
   }

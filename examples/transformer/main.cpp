@@ -11,17 +11,18 @@
 // share their weights. With llama2.c checkpoints (--checkpoint, --draft-checkpoint, e.g. the
 // TinyStories stories110M.bin and stories15M.bin) and its tokenizer.bin, the same comparison
 // runs on trained models and prints the text.
-#include <chrono>     // std::chrono::steady_clock
 #include <algorithm>  // std::min
+#include <chrono>     // std::chrono::steady_clock
 #include <cstddef>    // std::size_t
 #include <cstdint>    // std::uint64_t
-#include <cstdio>     // std::printf, std::fprintf, std::fputs
-#include <cstdlib>    // std::exit, std::strtoull
+#include <cstdio>     // std::printf, std::fprintf, std::fputs, std::snprintf
+#include <cstdlib>    // std::exit
 #include <exception>  // std::exception
+#include <stdexcept>  // std::logic_error
 #include <memory>     // std::shared_ptr, std::make_shared
 #include <optional>   // std::optional
 #include <random>     // std::mt19937_64
-#include <string>     // std::string, std::stod
+#include <string>     // std::string, std::stoul, std::stoull, std::stof, std::to_string
 #include <utility>    // std::move
 #include <vector>     // std::vector
 
@@ -65,7 +66,7 @@ const char* const usage = R"(usage: cospec-transformer [options]
   --seed S                seed of the weights and prompts (default 1)
   --draft-layers K        layers of the early-exit draft (default 2)
   --block-scale B         seed-built weights: what each block adds to the residual stream (default 0.1)
-  --quick                 a 12M-parameter seed-built network instead (for tests)
+  --quick                 an 8M-parameter seed-built network instead (for tests)
   --checkpoint FILE       a llama2.c checkpoint for the large model
   --draft-checkpoint FILE a llama2.c checkpoint for the small model (default: early exit of the large)
   --tokenizer FILE        llama2.c tokenizer.bin: encode --prompt and print the text
@@ -89,32 +90,46 @@ demo_options parse(int argc, char** argv) {
       std::exit(2);
     }
     const std::string value = argv[++i];
-    if (flag == "--tokens") options.tokens = std::stoul(value);
-    else if (flag == "--prompts") options.prompts = std::stoul(value);
-    else if (flag == "--threads") options.threads = std::stoul(value);
-    else if (flag == "--gamma") {
-      options.gammas.clear();
-      std::size_t start = 0;
-      while (start <= value.size()) {
-        const std::size_t comma = std::min(value.find(',', start), value.size());
-        options.gammas.push_back(std::stoul(value.substr(start, comma - start)));
-        start = comma + 1;
+    try {
+      if (flag == "--tokens") options.tokens = std::stoul(value);
+      else if (flag == "--prompts") options.prompts = std::stoul(value);
+      else if (flag == "--threads") options.threads = std::stoul(value);
+      else if (flag == "--gamma") {
+        options.gammas.clear();
+        std::size_t start = 0;
+        while (start <= value.size()) {
+          const std::size_t comma = std::min(value.find(',', start), value.size());
+          options.gammas.push_back(std::stoul(value.substr(start, comma - start)));
+          start = comma + 1;
+        }
       }
-    }
-    else if (flag == "--temperature") options.temperature = std::stof(value);
-    else if (flag == "--small-weight") options.small_weight = std::stof(value);
-    else if (flag == "--seed") options.seed = std::stoull(value);
-    else if (flag == "--draft-layers") options.draft_layers = std::stoul(value);
-    else if (flag == "--block-scale") options.block_scale = std::stof(value);
-    else if (flag == "--checkpoint") options.checkpoint = value;
-    else if (flag == "--draft-checkpoint") options.draft_checkpoint = value;
-    else if (flag == "--tokenizer") options.tokenizer = value;
-    else if (flag == "--prompt") options.prompt = value;
-    else {
-      std::fprintf(stderr, "unknown option %s\n%s", flag.c_str(), usage);
+      else if (flag == "--temperature") options.temperature = std::stof(value);
+      else if (flag == "--small-weight") options.small_weight = std::stof(value);
+      else if (flag == "--seed") options.seed = std::stoull(value);
+      else if (flag == "--draft-layers") options.draft_layers = std::stoul(value);
+      else if (flag == "--block-scale") options.block_scale = std::stof(value);
+      else if (flag == "--checkpoint") options.checkpoint = value;
+      else if (flag == "--draft-checkpoint") options.draft_checkpoint = value;
+      else if (flag == "--tokenizer") options.tokenizer = value;
+      else if (flag == "--prompt") options.prompt = value;
+      else {
+        std::fprintf(stderr, "unknown option %s\n%s", flag.c_str(), usage);
+        std::exit(2);
+      }
+    } catch (const std::logic_error&) {  // std::stoul and friends: not a number
+      std::fprintf(stderr, "%s: not a valid value: '%s'\n", flag.c_str(), value.c_str());
       std::exit(2);
     }
   }
+  if (options.tokens == 0 || options.prompts == 0 || options.threads == 0) {
+    std::fprintf(stderr, "--tokens, --prompts and --threads must be at least 1\n");
+    std::exit(2);
+  }
+  for (const std::size_t gamma : options.gammas)
+    if (gamma == 0) {
+      std::fprintf(stderr, "--gamma: proposal lengths must be at least 1\n");
+      std::exit(2);
+    }
   return options;
 }
 

@@ -24,6 +24,7 @@ struct seeded_weights_options {
   /// refine rather than replace the first layers' prediction.
   float block_scale = 0.1f;
   /// Standard deviation of the logits for a unit-RMS final state: larger is more confident.
+  /// Only for an unshared classifier; a tied one is the embedding, whose scale then sets it.
   float logit_scale = 4.0f;
 };
 

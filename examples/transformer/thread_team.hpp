@@ -4,11 +4,12 @@
 // small models, and a general pool's queue is more than this needs.
 #pragma once
 
-#include <algorithm>  // std::max
+#include <algorithm>  // std::max, std::min
 #include <atomic>     // std::atomic
 #include <cstddef>    // std::size_t
 #include <cstdint>    // std::uint64_t
 #include <memory>     // std::addressof
+#include <mutex>      // std::mutex, std::lock_guard
 #include <thread>     // std::thread, std::this_thread::yield
 #include <type_traits>  // std::remove_reference_t
 #include <vector>     // std::vector
@@ -16,27 +17,28 @@
 namespace cospec::examples::llama {
 
 /// `size()` threads, the caller of `run` being member 0. Members wait for work by spinning
-/// briefly, then blocking on the generation counter (C++20 atomic wait), so back-to-back
-/// products hand over in microseconds and an idle team costs no CPU.
-/// One caller at a time: `run` is not reentrant and not meant for concurrent callers.
+/// for a while, then blocking on the generation counter (C++20 atomic wait), so back-to-back
+/// products hand over in microseconds and an idle team costs no CPU once the spin is over.
+/// Concurrent callers of `run` are served one after the other (a mutex); a task must not call
+/// `run` on its own team.
 class thread_team {
  public:
   /// A team of `members` threads (at least 1; 0 means std::thread::hardware_concurrency()).
   explicit thread_team(std::size_t members = 0) {
     if (members == 0) members = std::max<std::size_t>(1, std::thread::hardware_concurrency());
     workers_.reserve(members - 1);
-    for (std::size_t index = 1; index < members; ++index) workers_.emplace_back([this, index] { work(index); });
+    try {
+      for (std::size_t index = 1; index < members; ++index) workers_.emplace_back([this, index] { work(index); });
+    } catch (...) {
+      stop();  // the threads already started must be joined before they are destroyed
+      throw;
+    }
   }
 
   thread_team(const thread_team&) = delete;
   thread_team& operator=(const thread_team&) = delete;
 
-  ~thread_team() {
-    stopping_.store(true, std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_release);
-    generation_.notify_all();
-    for (std::thread& worker : workers_) worker.join();
-  }
+  ~thread_team() { stop(); }
 
   [[nodiscard]] std::size_t size() const noexcept { return workers_.size() + 1; }
 
@@ -45,6 +47,7 @@ class thread_team {
   /// member that vanished mid-product would leave the others waiting forever).
   template <class Task>
   void run(Task&& task) {
+    const std::lock_guard<std::mutex> one_caller(run_mutex_);
     if (workers_.empty()) {
       invoke<Task>(std::addressof(task), 0, 1);
       return;
@@ -66,8 +69,18 @@ class thread_team {
     (*static_cast<std::remove_reference_t<Task>*>(task))(member, members);
   }
 
-  // Spinning this long (a few microseconds) covers the gap between two products of one pass.
+  // A member checks this many times before blocking: the first half is a busy loop of a few
+  // microseconds, the second half yields the core between checks (well under a millisecond
+  // on an idle machine). That covers the gap between two products of one pass and most of the
+  // gap between two passes; an idle team then blocks and costs nothing.
   static constexpr int spin_rounds = 4000;
+
+  void stop() noexcept {
+    stopping_.store(true, std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
+    generation_.notify_all();
+    for (std::thread& worker : workers_) worker.join();
+  }
 
   void work(std::size_t index) {
     std::uint64_t seen = 0;
@@ -98,6 +111,7 @@ class thread_team {
   }
 
   std::vector<std::thread> workers_;
+  std::mutex run_mutex_;
   std::atomic<std::uint64_t> generation_{0};
   std::atomic<std::size_t> pending_{0};
   std::atomic<bool> stopping_{false};

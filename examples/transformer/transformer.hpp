@@ -12,8 +12,8 @@
 // bit, as m calls of one token.
 #pragma once
 
-#include <algorithm>  // std::fill
-#include <cmath>      // std::cos, std::sin, std::pow, std::sqrt
+#include <algorithm>  // std::fill, std::max
+#include <cmath>      // std::cos, std::sin, std::pow, std::sqrt, std::fma
 #include <cstddef>    // std::size_t
 #include <cstring>    // std::memcpy
 #include <memory>     // std::shared_ptr, std::make_shared
@@ -46,19 +46,22 @@ struct transformer_options {
 };
 
 /// One model instance: shared immutable weights, its own KV cache and scratch.
-/// Not thread-safe: one instance per decoding thread (instances may share weights and team).
+/// Not thread-safe: one instance per decoding thread. Instances may share weights freely, and
+/// a team (thread_team::run serialises its callers, so sharing one across decoding threads is
+/// safe but runs their products one at a time).
 class transformer {
  public:
   /// `team` runs the products of this and any other instance sharing it (give every model
   /// of one process the same team, so they do not compete for cores).
-  /// Throws std::invalid_argument for null weights or options the weights cannot meet.
+  /// Throws std::invalid_argument for null weights, weights whose shapes do not match their
+  /// config, or options the weights cannot meet.
   transformer(std::shared_ptr<const transformer_weights> weights, std::shared_ptr<thread_team> team,
               transformer_options options = {})
       : weights_(std::move(weights)), team_(std::move(team)) {
     if (!weights_) throw std::invalid_argument("llama transformer: no weights");
     if (!team_) team_ = std::make_shared<thread_team>(1);
+    weights_->validate();
     const transformer_config& c = weights_->config;
-    c.validate();
     layers_ = options.layers == 0 ? c.n_layers : options.layers;
     if (layers_ > c.n_layers)
       throw std::invalid_argument("llama transformer: " + std::to_string(layers_) + " layers asked of a " +
@@ -106,9 +109,17 @@ class transformer {
     const auto columns = static_cast<std::size_t>(m.cols());
     return {m.data(), static_cast<std::size_t>(m.rows()), columns, columns};
   }
-  static rows_view view(row_matrix& m) noexcept {
+  /// The first `rows` rows of a scratch matrix (which may hold more).
+  static rows_view view(row_matrix& m, std::size_t rows) noexcept {
     const auto columns = static_cast<std::size_t>(m.cols());
-    return {m.data(), static_cast<std::size_t>(m.rows()), columns, columns};
+    return {m.data(), rows, columns, columns};
+  }
+  /// Grow-only scratch: decoding alternates one-token and (g + 1)-token passes, and resizing
+  /// to each would allocate on every pass.
+  static void reserve_rows(row_matrix& m, std::size_t rows, std::size_t columns) {
+    if (static_cast<std::size_t>(m.rows()) < rows || static_cast<std::size_t>(m.cols()) != columns)
+      m.resize(static_cast<Eigen::Index>(std::max(rows, static_cast<std::size_t>(m.rows()))),
+               static_cast<Eigen::Index>(columns));
   }
 
   void check_feed(std::span<const token_id> tokens, logit_outputs rows) const {
@@ -157,8 +168,10 @@ class transformer {
       for (std::size_t i = 0; i < head_size / 2; ++i) {
         const float a = head[2 * i];
         const float b = head[2 * i + 1];
-        head[2 * i] = a * cosines[i] - b * sines[i];
-        head[2 * i + 1] = a * sines[i] + b * cosines[i];
+        // Explicit fused multiply-adds: the result must not depend on whether the compiler
+        // contracts a * c - b * s (it may, under GCC's default -ffp-contract=fast).
+        head[2 * i] = std::fma(a, cosines[i], -(b * sines[i]));
+        head[2 * i + 1] = std::fma(a, sines[i], b * cosines[i]);
       }
     }
   }
@@ -201,15 +214,14 @@ class transformer {
     const auto rows_m = static_cast<Eigen::Index>(m);
     const auto dim = static_cast<Eigen::Index>(c.dim);
     const auto kv_dim = static_cast<Eigen::Index>(c.kv_dim());
-    const auto hidden = static_cast<Eigen::Index>(c.hidden_dim);
     const std::size_t first_position = cache_.length();
 
-    residual_.resize(rows_m, dim);
-    normed_.resize(rows_m, dim);
-    qkv_.resize(rows_m, dim + 2 * kv_dim);
-    attended_.resize(rows_m, dim);
-    projected_.resize(rows_m, dim);
-    gate_up_.resize(rows_m, 2 * hidden);
+    reserve_rows(residual_, m, c.dim);
+    reserve_rows(normed_, m, c.dim);
+    reserve_rows(qkv_, m, c.dim + 2 * c.kv_dim());
+    reserve_rows(attended_, m, c.dim);
+    reserve_rows(projected_, m, c.dim);
+    reserve_rows(gate_up_, m, 2 * c.hidden_dim);
     for (std::size_t t = 0; t < m; ++t) residual_.row(static_cast<Eigen::Index>(t)) = w.embedding.row(tokens[t]);
 
     for (std::size_t l = 0; l < layers_; ++l) {
@@ -217,7 +229,7 @@ class transformer {
       for (Eigen::Index t = 0; t < rows_m; ++t)
         row_ops::rms_norm(residual_.row(t).data(), layer.attention_norm.data(), c.norm_epsilon, normed_.row(t).data(),
                           c.dim);
-      batched_matmul(view(layer.qkv), view(normed_), view(qkv_), *team_);
+      batched_matmul(view(layer.qkv), view(normed_, m), view(qkv_, m), *team_);
       for (std::size_t t = 0; t < m; ++t) {
         const auto row = static_cast<Eigen::Index>(t);
         const auto position = static_cast<Eigen::Index>(first_position + t);
@@ -227,30 +239,30 @@ class transformer {
         cache_.values(l).row(position) = qkv_.row(row).segment(dim + kv_dim, kv_dim);
       }
       attend(l, first_position, m);
-      batched_matmul(view(layer.attention_output), view(attended_), view(projected_), *team_);
-      residual_ += projected_;
+      batched_matmul(view(layer.attention_output), view(attended_, m), view(projected_, m), *team_);
+      residual_.topRows(rows_m) += projected_.topRows(rows_m);
 
       for (Eigen::Index t = 0; t < rows_m; ++t)
         row_ops::rms_norm(residual_.row(t).data(), layer.ffn_norm.data(), c.norm_epsilon, normed_.row(t).data(), c.dim);
-      batched_matmul(view(layer.gate_up), view(normed_), view(gate_up_), *team_);
+      batched_matmul(view(layer.gate_up), view(normed_, m), view(gate_up_, m), *team_);
       // SwiGLU in place over the gate half; the down product reads it with the row stride.
       for (Eigen::Index t = 0; t < rows_m; ++t)
         row_ops::swiglu(gate_up_.row(t).data(), gate_up_.row(t).data() + c.hidden_dim, c.hidden_dim);
       batched_matmul(view(layer.down), const_rows_view{gate_up_.data(), m, c.hidden_dim, 2 * c.hidden_dim},
-                     view(projected_), *team_);
-      residual_ += projected_;
+                     view(projected_, m), *team_);
+      residual_.topRows(rows_m) += projected_.topRows(rows_m);
     }
 
     // Only the asked-for positions reach the classifier (a prompt prefix asks for none).
     const std::size_t wanted = rows.size();
     if (wanted > 0) {
       const auto wanted_rows = static_cast<Eigen::Index>(wanted);
-      final_.resize(wanted_rows, dim);
+      reserve_rows(final_, wanted, c.dim);
       for (Eigen::Index i = 0; i < wanted_rows; ++i)
         row_ops::rms_norm(residual_.row(rows_m - wanted_rows + i).data(), w.final_norm.data(), c.norm_epsilon,
                           final_.row(i).data(), c.dim);
-      logits_.resize(wanted_rows, static_cast<Eigen::Index>(c.vocab_size));
-      batched_matmul(view(w.output_classifier()), view(final_), view(logits_), *team_);
+      reserve_rows(logits_, wanted, c.vocab_size);
+      batched_matmul(view(w.output_classifier()), view(final_, wanted), view(logits_, wanted), *team_);
       for (std::size_t i = 0; i < wanted; ++i)
         std::memcpy(rows[i].data(), logits_.row(static_cast<Eigen::Index>(i)).data(), c.vocab_size * sizeof(float));
     }

@@ -4,8 +4,10 @@
 // pass over memory serves them all.
 #pragma once
 
-#include <cstddef>  // std::size_t
-#include <vector>   // std::vector
+#include <cstddef>    // std::size_t
+#include <stdexcept>  // std::invalid_argument
+#include <string>     // std::string, std::to_string
+#include <vector>     // std::vector
 
 #include <Eigen/Core>
 
@@ -40,6 +42,37 @@ struct transformer_weights {
   /// The unembedding: the embedding itself when tied.
   [[nodiscard]] const row_matrix& output_classifier() const noexcept {
     return config.shared_classifier ? embedding : classifier;
+  }
+
+  /// Throws std::invalid_argument naming the first matrix whose shape is not the one config
+  /// gives it (or an invalid config): a forward pass or a writer trusts the shapes, and a
+  /// wrong one would read past a matrix. `what` prefixes the message.
+  void validate(const std::string& what = "llama transformer weights") const {
+    config.validate();
+    auto require = [&](const auto& matrix, std::size_t rows, std::size_t columns, const std::string& name) {
+      if (static_cast<std::size_t>(matrix.rows()) != rows || static_cast<std::size_t>(matrix.cols()) != columns)
+        throw std::invalid_argument(what + ": " + name + " is " + std::to_string(matrix.rows()) + "x" +
+                                    std::to_string(matrix.cols()) + ", its config requires " + std::to_string(rows) +
+                                    "x" + std::to_string(columns));
+    };
+    const std::size_t dim = config.dim;
+    const std::size_t hidden = config.hidden_dim;
+    require(embedding, config.vocab_size, dim, "the embedding");
+    if (layers.size() != config.n_layers)
+      throw std::invalid_argument(what + ": " + std::to_string(layers.size()) + " layers, config has " +
+                                  std::to_string(config.n_layers));
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      const layer_weights& layer = layers[l];
+      const std::string name = "layer " + std::to_string(l) + " ";
+      require(layer.attention_norm, dim, 1, name + "attention_norm");
+      require(layer.qkv, dim + 2 * config.kv_dim(), dim, name + "qkv");
+      require(layer.attention_output, dim, dim, name + "attention_output");
+      require(layer.ffn_norm, dim, 1, name + "ffn_norm");
+      require(layer.gate_up, 2 * hidden, dim, name + "gate_up");
+      require(layer.down, dim, hidden, name + "down");
+    }
+    require(final_norm, dim, 1, "final_norm");
+    if (!config.shared_classifier) require(classifier, config.vocab_size, dim, "the classifier");
   }
 
   /// Zero-filled weights of the right shapes for a validated config.
