@@ -21,7 +21,7 @@
 #include <span>     // std::span
 #include <vector>   // std::vector
 
-#include <Eigen/Core>
+#include "transformer/eigen_core.hpp"
 
 #include "transformer/batched_matmul.hpp"
 #include "transformer/seeded_weights.hpp"

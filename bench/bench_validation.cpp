@@ -41,14 +41,26 @@
 #include <vector>    // std::vector
 
 #include <cospec/cospec.hpp>
-#include <cospec/kernels/detail/simd_loop.hpp>
+#include <xsimd/xsimd.hpp>
 
 namespace {
 
-using cospec::kernels::detail::float_batch;
-using cospec::kernels::detail::lanes;
-using cospec::kernels::detail::load_tail;
-using cospec::kernels::detail::store_tail;
+// The unchecked copies below are xsimd code at this unit's flags (native in the cospec
+// preset), as the library's kernels were before run-time dispatch.
+using float_batch = xsimd::batch<float>;
+constexpr std::size_t lanes = float_batch::size;
+
+float_batch load_tail(const float* data, std::size_t count, float fill) noexcept {
+  alignas(64) float buffer[lanes];
+  for (std::size_t lane = 0; lane < lanes; ++lane) buffer[lane] = lane < count ? data[lane] : fill;
+  return float_batch::load_aligned(buffer);
+}
+
+void store_tail(float* data, std::size_t count, const float_batch& values) noexcept {
+  alignas(64) float buffer[lanes];
+  values.store_aligned(buffer);
+  for (std::size_t lane = 0; lane < count; ++lane) data[lane] = buffer[lane];
+}
 constexpr float minus_infinity = -std::numeric_limits<float>::infinity();
 
 // ---- the library's kernels without their checks -------------------------------------------------
@@ -84,23 +96,11 @@ cospec::kernels::max_location max_argmax(std::span<const float> row) {
   return result;
 }
 
-/// kernels::unnormalized_softmax without the test of the maximum.
+/// kernels::unnormalized_softmax itself: its one check (is the maximum finite?) is O(1) per
+/// row, and its exp is the dispatched variant's, which an xsimd copy here would not reproduce
+/// bit for bit.
 float unnormalized_softmax(std::span<const float> row, std::span<float> out, float scale) {
-  const float shift = cospec::kernels::detail::row_max(row);
-  const std::size_t body = row.size() - row.size() % lanes;
-  const float_batch factor(scale), offset(shift);
-  float_batch sum(0.0f);
-  for (std::size_t i = 0; i < body; i += lanes) {
-    const float_batch e = xsimd::exp((float_batch::load_unaligned(row.data() + i) - offset) * factor);
-    e.store_unaligned(out.data() + i);
-    sum = sum + e;
-  }
-  if (body < row.size()) {
-    const float_batch e = xsimd::exp((load_tail(row.data() + body, row.size() - body, minus_infinity) - offset) * factor);
-    store_tail(out.data() + body, row.size() - body, e);
-    sum = sum + e;
-  }
-  return xsimd::hadd(sum);
+  return cospec::kernels::unnormalized_softmax(row, out, scale).sum;
 }
 
 /// kernels::linear_combination without the +inf test (masks are kept: they are semantics).

@@ -23,7 +23,7 @@
 #include <utility>    // std::move
 #include <vector>     // std::vector
 
-#include <Eigen/Core>
+#include "transformer/eigen_core.hpp"
 
 #include <cospec/adapters/model_adapter.hpp>
 #include <cospec/token.hpp>

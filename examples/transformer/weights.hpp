@@ -9,7 +9,7 @@
 #include <string>     // std::string, std::to_string
 #include <vector>     // std::vector
 
-#include <Eigen/Core>
+#include "transformer/eigen_core.hpp"
 
 #include "transformer/config.hpp"
 

@@ -2,10 +2,12 @@
 // server can catch the library's failures in one place and tell them from its own.
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <stdexcept>  // std::runtime_error
 #include <string>     // std::string
 
-namespace cospec {
+namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 /// Base of every exception cospec throws.
 class error : public std::runtime_error {

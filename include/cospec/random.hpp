@@ -3,9 +3,11 @@
 // is implementation-defined, so it is not used).
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <cstdint>  // std::uint64_t
 
-namespace cospec {
+namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 /// xoshiro256** seeded through splitmix64.
 class random_source {

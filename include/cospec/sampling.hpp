@@ -1,6 +1,8 @@
 // Sampling settings: how the target distribution r is turned into the next token.
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <cmath>     // std::isfinite, std::isnan
 #include <cstddef>   // std::size_t
 #include <cstdint>   // std::uint64_t
@@ -12,7 +14,7 @@
 #include "cospec/errors.hpp"
 #include "cospec/token.hpp"
 
-namespace cospec {
+namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 /// How tokens are drawn (docs/sampling.md).
 ///

@@ -1,6 +1,8 @@
 // Type erasure for model adapters: a runtime list of heterogeneous backends in one decoder.
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <cstddef>      // std::size_t
 #include <limits>       // std::numeric_limits
 #include <memory>       // std::unique_ptr, std::make_unique
@@ -11,7 +13,7 @@
 #include "cospec/adapters/model_adapter.hpp"
 #include "cospec/token.hpp"
 
-namespace cospec {
+namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 /// Forwards every call to an adapter owned elsewhere; lets any_model refer instead of own.
 template <model_adapter Model>

@@ -2,13 +2,15 @@
 // (docs/adapters.md maps each call onto llama.cpp and onto a PyTorch/HF-style forward).
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <concepts>  // std::convertible_to, std::same_as
 #include <cstddef>   // std::size_t
 #include <span>      // std::span
 
 #include "cospec/token.hpp"
 
-namespace cospec {
+namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 /// The rows an adapter writes logits into: row i receives the logits after the
 /// (size() - i)-th last fed token; each row has vocabulary_size() entries. Non-owning.

@@ -1,6 +1,8 @@
 // A combiner from a user function that maps the n logit rows to target logits.
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <cstddef>      // std::size_t
 #include <span>         // std::span
 #include <type_traits>  // std::is_invocable_v
@@ -11,7 +13,7 @@
 #include "cospec/combine/proposal.hpp"
 #include "cospec/errors.hpp"
 
-namespace cospec {
+namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 /// Wraps `void function(logit_rows rows, std::span<float> target_logits)`: the target is
 /// softmax(target_logits / T), and the greedy token is their argmax. For any combination

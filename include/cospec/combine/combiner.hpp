@@ -1,13 +1,15 @@
 // The Combiner concept: how n models' logits at one position become the target distribution r.
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <concepts>  // std::same_as, std::convertible_to, std::move_constructible
 #include <cstddef>   // std::size_t
 #include <span>      // std::span
 
 #include "cospec/combine/logit_rows.hpp"
 
-namespace cospec {
+namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 /// The scale of a row written by `greedy_scores`.
 enum class score_domain {

@@ -3,6 +3,8 @@
 // product of experts / logit averaging, proxy-tuning and DExperts.
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <cmath>     // std::isfinite, std::log
 #include <cstddef>   // std::size_t
 #include <optional>  // std::optional
@@ -18,7 +20,7 @@
 #include "cospec/kernels/reduce.hpp"
 #include "cospec/kernels/transform.hpp"
 
-namespace cospec {
+namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 /// The adaptive plausibility constraint of Li et al. (2023): only tokens whose probability
 /// under model `expert` (at temperature 1) is at least `alpha` times that model's largest

@@ -2,6 +2,8 @@
 // turn a bad row into an error message that names the model at fault.
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <cmath>    // std::isnan, std::isinf
 #include <cstddef>  // std::size_t
 #include <span>     // std::span
@@ -10,7 +12,7 @@
 #include "cospec/errors.hpp"
 #include "cospec/kernels/transform.hpp"
 
-namespace cospec {
+namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 /// n rows of V logits, row i from model i, all at the same position. Non-owning.
 using logit_rows = std::span<const std::span<const float>>;

@@ -1,6 +1,8 @@
 // A model's own proposal distribution: softmax of its logits at the sampling temperature.
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <cmath>    // std::isfinite
 #include <cstddef>  // std::size_t
 #include <span>     // std::span
@@ -8,7 +10,7 @@
 #include "cospec/combine/logit_rows.hpp"
 #include "cospec/kernels/transform.hpp"
 
-namespace cospec {
+namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 /// out = softmax(logits / temperature), normalised. Throws invalid_logits naming `model`
 /// for a NaN, +inf or fully masked row. Precondition: temperature > 0.

@@ -2,6 +2,8 @@
 // transforms (bias, logits processor, top-k, top-p, min-p), normalised.
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <algorithm>   // std::max
 #include <cmath>       // std::exp, std::log, std::isfinite, std::isnan
 #include <cstddef>     // std::size_t
@@ -21,7 +23,7 @@
 #include "cospec/sampling.hpp"
 #include "cospec/token.hpp"
 
-namespace cospec {
+namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 /// A hook applied to the target at every position, with the text before that position
 /// (prompt, committed tokens and, for speculated positions, the proposals in front of it).

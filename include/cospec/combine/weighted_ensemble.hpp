@@ -1,6 +1,8 @@
 // Weighted ensemble: r = sum_i lambda_i * softmax(l_i / T) (cos-algorithm.md section 1, "WE").
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <cmath>    // std::isfinite
 #include <cstddef>  // std::size_t
 #include <span>     // std::span
@@ -14,7 +16,7 @@
 #include "cospec/errors.hpp"
 #include "cospec/kernels/transform.hpp"
 
-namespace cospec {
+namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 /// Mixture of the models' temperature-scaled distributions with fixed weights.
 /// Because r >= lambda_i * q_i, a token proposed by model i is accepted with probability at

@@ -2,6 +2,8 @@
 // standard collaborative decoding's distribution (cos-algorithm.md sections 3-4, docs/engine.md).
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <algorithm>  // std::min, std::max, std::equal, std::fill
 #include <chrono>     // std::chrono::steady_clock
 #include <cmath>      // std::isfinite
@@ -27,7 +29,7 @@
 #include "cospec/token.hpp"
 #include "cospec/verify/verifier.hpp"
 
-namespace cospec {
+namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 /// Settings of a decoder that are not sampling settings.
 struct decoder_options {

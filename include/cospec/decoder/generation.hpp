@@ -2,6 +2,8 @@
 // statistics).
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <cstddef>     // std::size_t
 #include <cstdint>     // std::uint64_t
 #include <functional>  // std::function
@@ -10,7 +12,7 @@
 
 #include "cospec/token.hpp"
 
-namespace cospec {
+namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 /// When generation stops, and who hears about each token.
 struct generation_limits {

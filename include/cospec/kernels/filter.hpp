@@ -8,6 +8,8 @@
 // holding the boundary is found from the histogram, and only that bucket's entries are sorted.
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <algorithm>  // std::sort, std::nth_element, std::fill
 #include <array>      // std::array
 #include <bit>        // std::bit_cast
@@ -18,7 +20,7 @@
 
 #include "cospec/kernels/reduce.hpp"
 
-namespace cospec::kernels {
+namespace cospec::inline COSPEC_ABI_NAMESPACE::kernels {
 
 /// Scratch memory for `top_k_filter` and `top_p_filter`, reused across calls so that the
 /// steady state allocates nothing. One per thread.

@@ -3,6 +3,8 @@
 // of the kernel benchmarks, and they document what each SIMD kernel computes.
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <algorithm>  // std::sort, std::max
 #include <cmath>      // std::exp, std::log, std::isnan
 #include <cstddef>    // std::size_t
@@ -14,7 +16,7 @@
 
 #include "cospec/kernels/reduce.hpp"
 
-namespace cospec::kernels::reference {
+namespace cospec::inline COSPEC_ABI_NAMESPACE::kernels::reference {
 
 inline max_location max_argmax(std::span<const float> row) {
   max_location best{-std::numeric_limits<float>::infinity(), 0};

@@ -2,6 +2,8 @@
 // (docs/engine.md, "adaptive"; docs/theory.md, "The schedule does not matter").
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <algorithm>  // std::stable_sort, std::clamp
 #include <cmath>      // std::isfinite
 #include <cstddef>    // std::size_t
@@ -13,7 +15,7 @@
 #include "cospec/errors.hpp"
 #include "cospec/speculate/speculator.hpp"
 
-namespace cospec {
+namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 /// Settings of the adaptive policy.
 struct adaptive_options {

@@ -1,6 +1,8 @@
 // CoS: models take turns as proposer and verifier (cos-algorithm.md sections 3 and 4).
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <algorithm>  // std::stable_sort
 #include <cstddef>    // std::size_t
 #include <numeric>    // std::iota
@@ -11,7 +13,7 @@
 #include "cospec/errors.hpp"
 #include "cospec/speculate/speculator.hpp"
 
-namespace cospec {
+namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 /// Model i proposes gammas[i] tokens per invocation, the first being its bonus token from
 /// the pass that verified the others' proposals. The next model to run is the first, in

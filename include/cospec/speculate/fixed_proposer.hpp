@@ -2,13 +2,15 @@
 // WE-SD / CD-SD baseline (cos-algorithm.md section 5).
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <cstddef>  // std::size_t
 #include <string>   // std::to_string
 
 #include "cospec/errors.hpp"
 #include "cospec/speculate/speculator.hpp"
 
-namespace cospec {
+namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 /// One model (normally the cheapest) always proposes `gamma` tokens; the others only score,
 /// and their proposals are never used: no alternation, no bonus tokens from the verifiers.

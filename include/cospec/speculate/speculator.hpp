@@ -2,11 +2,13 @@
 // (cos-algorithm.md sections 3-5; docs/engine.md).
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <concepts>  // std::same_as
 #include <cstddef>   // std::size_t
 #include <span>      // std::span
 
-namespace cospec {
+namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 /// What the decoder tells a speculator before each invocation. Positions are counted from
 /// the oldest unverified one: slot s in [0, pending_count()) holds a pending proposal, and

@@ -2,12 +2,14 @@
 // cost (cos-algorithm.md section 1).
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <cstddef>  // std::size_t
 
 #include "cospec/errors.hpp"
 #include "cospec/speculate/speculator.hpp"
 
-namespace cospec {
+namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 /// Each model in turn computes its distribution at the frontier; when all have, the decoder
 /// samples the target there directly. n forward passes per token, no proposals.

@@ -5,6 +5,8 @@
 // distributed exactly as r, whatever q is. Greedy: accept iff x == argmax r, else emit it.
 #pragma once
 
+#include "cospec/abi.hpp"
+
 #include <algorithm>  // std::min
 #include <cstddef>    // std::size_t
 #include <optional>   // std::optional
@@ -18,7 +20,7 @@
 #include "cospec/random.hpp"
 #include "cospec/token.hpp"
 
-namespace cospec {
+namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 /// min(1, r(x) / q(x)) for normalised r and q. Throws usage_error if q(x) == 0: a token its
 /// own proposal distribution could not have produced means the caller mixed up rows.
