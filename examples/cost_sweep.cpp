@@ -26,7 +26,8 @@
 // deviation of about 0.15 / sqrt(tokens) and a mean within 0.15 % of zero (docs/benchmarks.md).
 //
 // With --calibrate it instead fits the model agreement to the SD speedups of the paper's
-// table (cos-algorithm.md section 7) and prints cospec's CoS speedup next to the paper's.
+// table (docs/algorithm.md, "The paper's results") and prints cospec's CoS speedup next to
+// the paper's.
 #include <cospec/cospec.hpp>
 
 #include <chrono>     // std::chrono::steady_clock
@@ -381,7 +382,8 @@ int run_sweep(const sweep_options& options) {
 
 // ---- calibration against the paper -------------------------------------------------------
 
-/// A row of the paper's table (cos-algorithm.md section 7) and the settings assumed for it.
+/// A row of the paper's table (docs/algorithm.md, "The paper's results") and the settings
+/// assumed for it.
 struct paper_row {
   std::string name;
   family models;

@@ -94,6 +94,11 @@ TEST_CASE("adaptive rejects settings that cannot work", "[adaptive][configuratio
   CHECK_THROWS_WITH(cospec::adaptive(2, with([](auto& o) { o.pass_costs = {1.0}; })),
                     Contains("1 pass costs for 2 models"));
   CHECK_THROWS_WITH(cospec::adaptive(2, with([](auto& o) { o.pass_costs = {1.0, -2.0}; })), Contains("> 0"));
+  CHECK_THROWS_WITH(cospec::adaptive(2, with([](auto& o) {
+                      o.pass_costs = {1.0, 2.0};
+                      o.measure_pass_costs = true;
+                    })),
+                    Contains("given or measured, not both"));
   std::vector<synthetic_model> models{synthetic_model(pair(0.5)[0]), synthetic_model(pair(0.5)[1])};
   std::vector<synthetic_model*> pointers{&models[0], &models[1]};
   CHECK_THROWS_WITH(cospec::decoder(pointers, cospec::weighted_ensemble::uniform(2), cospec::adaptive(3)),
@@ -114,20 +119,59 @@ TEST_CASE("adaptive lengthens proposals that are accepted and shortens those tha
   CHECK(policy.acceptance_estimate(0, 0) < 0.1);  // pooled with 4 pseudo-trials at the prior
 }
 
-TEST_CASE("adaptive learns pass costs from the adapters' timings", "[adaptive]") {
+TEST_CASE("adaptive learns pass costs from the adapters' timings when asked to", "[adaptive]") {
   using slow_model = cospec::examples::simulated_latency<synthetic_model>;
   const auto configs = pair(0.95);
-  std::vector<slow_model> models{slow_model(synthetic_model(configs[0]), std::chrono::microseconds(0)),
-                                 slow_model(synthetic_model(configs[1]), std::chrono::microseconds(2000))};
+  // The slow model is model 0, which the default's equal costs would let propose first.
+  std::vector<slow_model> models{slow_model(synthetic_model(configs[0]), std::chrono::microseconds(2000)),
+                                 slow_model(synthetic_model(configs[1]), std::chrono::microseconds(0))};
   std::vector<slow_model*> pointers{&models[0], &models[1]};
-  cospec::decoder decoder(pointers, cospec::weighted_ensemble::uniform(2), cospec::adaptive(2));
+  cospec::adaptive_options measured;
+  measured.measure_pass_costs = true;
+  cospec::decoder decoder(pointers, cospec::weighted_ensemble::uniform(2), cospec::adaptive(2, measured));
   cospec::generation_limits limits;
   limits.max_new_tokens = 200;
   const auto result = decoder.generate(std::vector<token_id>{1}, limits);
   // The fast model is found to be the cheap one: it proposes long runs, the slow one only its
   // bonus tokens, so the slow model runs far less often than once per token.
-  CHECK(result.statistics.proposers[0].proposed_at.size() > 2);
-  CHECK(result.statistics.models[1].forward_passes < result.tokens.size() / 2);
+  CHECK(result.statistics.proposers[1].proposed_at.size() > 2);
+  CHECK(result.statistics.models[0].forward_passes < result.tokens.size() / 2);
+}
+
+TEST_CASE("by default adaptive keeps the promise that one seed, models and prompt give one output",
+          "[adaptive][reproducible]") {
+  // docs/engine.md, "Limits and results". Pass costs measured from wall-clock timings chose the
+  // schedule, and the schedule which proposals are drawn: 2000 fresh decoders with one seed gave
+  // 21 different outputs. By default the policy's costs are deterministic. Here the adapters'
+  // speeds differ between runs on purpose (model 0 slow in some, model 1 in others), as a
+  // loaded machine makes them differ; the tokens must not.
+  using slow_model = cospec::examples::simulated_latency<synthetic_model>;
+  const auto configs = pair(0.6);
+  auto run = [&](std::chrono::microseconds first, std::chrono::microseconds second,
+                 cospec::adaptive_options options = {}) {
+    std::vector<slow_model> models{slow_model(synthetic_model(configs[0]), first),
+                                   slow_model(synthetic_model(configs[1]), second)};
+    std::vector<slow_model*> pointers{&models[0], &models[1]};
+    cospec::sampling_settings sampling;
+    sampling.seed = 7;
+    cospec::decoder decoder(pointers, cospec::weighted_ensemble::uniform(2), cospec::adaptive(2, options), sampling);
+    cospec::generation_limits limits;
+    limits.max_new_tokens = 48;
+    return decoder.generate(std::vector<token_id>{1}, limits).tokens;
+  };
+  using std::chrono::microseconds;
+  const std::vector<token_id> expected = run(microseconds(0), microseconds(0));
+  std::size_t different = 0;
+  for (int i = 0; i < 300; ++i) different += run(microseconds(0), microseconds(0)) != expected;
+  for (int i = 0; i < 6; ++i) {
+    different += run(microseconds(400), microseconds(0)) != expected;
+    different += run(microseconds(0), microseconds(400)) != expected;
+  }
+  CHECK(different == 0);
+  // The opt-in pays the documented price: the speeds choose who proposes, hence the tokens.
+  cospec::adaptive_options measured;
+  measured.measure_pass_costs = true;
+  CHECK(run(microseconds(400), microseconds(0), measured) != run(microseconds(0), microseconds(400), measured));
 }
 
 TEST_CASE("adaptive fits measured pass costs as a per-pass plus a per-token part", "[adaptive]") {
@@ -140,33 +184,39 @@ TEST_CASE("adaptive fits measured pass costs as a per-pass plus a per-token part
         policy.observe_pass(1, t, 40.0 + per_token * static_cast<double>(t));
       }
   };
-  cospec::adaptive steep(2);
+  cospec::adaptive_options measured;
+  measured.measure_pass_costs = true;
+  cospec::adaptive steep(2, measured);
   feed(steep, 12.0);
   CHECK(steep.pass_cost_estimate(0, 1) == Approx(12.0).epsilon(1e-9));
   CHECK(steep.pass_cost_estimate(0, 4) == Approx(18.0).epsilon(1e-9));
   CHECK(steep.pass_cost_estimate(1, 9) == Approx(148.0).epsilon(1e-9));
   // Not measurable yet, or never negative: the slope stays in [0, mean cost per token].
-  cospec::adaptive fresh(2);
+  cospec::adaptive fresh(2, measured);
   CHECK(fresh.pass_cost_estimate(1, 5) == 1.0);
-  cospec::adaptive shrinking(2);
+  cospec::adaptive shrinking(2, measured);
   for (int i = 0; i < 50; ++i)
     for (std::size_t t : {1, 4}) shrinking.observe_pass(0, t, 20.0 - static_cast<double>(t));
   CHECK(shrinking.pass_cost_estimate(0, 1) == shrinking.pass_cost_estimate(0, 4));
 
   // With the same acceptance, a verifier whose passes grow with their tokens gets shorter
   // proposals than one whose passes do not.
-  cospec::adaptive flat(2);
+  cospec::adaptive flat(2, measured);
   feed(flat, 0.0);
   for (auto* policy : {&steep, &flat})
     for (int i = 0; i < 200; ++i)
       for (std::size_t j = 0; j < 8; ++j) policy->observe(0, j, i % 4 != 0);
   CHECK(steep.best_gamma(0) < flat.best_gamma(0));
-  // Given costs are per pass and ignore timings.
+  // Given costs are per pass and ignore timings; so do the default's equal costs.
   cospec::adaptive_options given;
   given.pass_costs = {1.0, 3.0};
   cospec::adaptive fixed(2, given);
   fixed.observe_pass(1, 4, 100.0);
   CHECK(fixed.pass_cost_estimate(1, 4) == 3.0);
+  cospec::adaptive by_default(2);
+  feed(by_default, 12.0);
+  CHECK(by_default.pass_cost_estimate(0, 1) == 1.0);
+  CHECK(by_default.pass_cost_estimate(1, 9) == 1.0);
 }
 
 TEST_CASE("adaptive greedy output is token-identical to standard decoding", "[adaptive][greedy]") {

@@ -1,6 +1,6 @@
-// The combiners (docs/combiners.md, cos-algorithm.md section 1) and target_evaluator, checked
-// against double-precision references written as plainly as possible: no SIMD, no folding of
-// normalisers, every softmax computed the textbook way.
+// The combiners (docs/combiners.md; docs/algorithm.md, "Collaborative decoding") and
+// target_evaluator, checked against double-precision references written as plainly as
+// possible: no SIMD, no folding of normalisers, every softmax computed the textbook way.
 //
 // Tolerances. The library works in float: each logit is scaled and shifted with one rounding,
 // exponentiated by xsimd::exp (a few ulps), and a row sum of up to 32000 terms is accumulated
@@ -1014,4 +1014,293 @@ TEST_CASE("validate rejects sampling settings that can never work", "[combiners]
     s.logit_bias = {{99, -infinity}};
   }), 100));
   REQUIRE_NOTHROW(cospec::validate(with([](settings_t& s) { s.min_p = 1.0f; }), 100));
+}
+
+// =============================================================================================
+// Defects an independent checker found (issue 16, part 4): logit bias entries that add up,
+// combinations that overflow a float, processors that write negative weights in greedy
+// decoding, and invalid rows of a model with weight 0.
+
+namespace {
+
+/// Negative logits (in [-9, -1]): a greedy decision among them goes wrong if a token's score
+/// is replaced by 0, as adding +1e30 and then -1e30 to it in float does.
+model_logits negative_logits(std::uint64_t seed, std::size_t models, std::size_t size) {
+  model_logits logits = model_logits::random(seed, models, size, 1.0);
+  for (std::size_t i = 0; i < models; ++i)
+    for (float& x : logits[i]) x = -1.0f - std::min(8.0f, std::abs(x) * 2.0f);
+  return logits;
+}
+
+template <class Combiner>
+std::vector<float> target_of(Combiner combiner, const cospec::sampling_settings& settings, model_logits& logits,
+                             const cospec::logits_processor& processor = {}) {
+  cospec::target_evaluator evaluator(combiner, settings, processor);
+  std::vector<float> out(logits.size());
+  evaluator.distribution(logits.rows(), {}, out);
+  return out;
+}
+
+template <class Combiner>
+std::size_t greedy_of(Combiner combiner, cospec::sampling_settings settings, model_logits& logits,
+                      const cospec::logits_processor& processor = {}) {
+  settings.temperature = 0.0f;
+  cospec::target_evaluator evaluator(combiner, settings, processor);
+  std::vector<float> scratch(logits.size());
+  return static_cast<std::size_t>(evaluator.greedy_token(logits.rows(), {}, scratch));
+}
+
+/// `target` with each listed token's probability multiplied by exp(bias), renormalised.
+std::vector<double> reference_biased(std::vector<double> target, const std::vector<std::pair<std::size_t, double>>& biases) {
+  for (const auto& [token, bias] : biases) target[token] *= std::exp(bias);  // exp(-inf) = 0
+  double sum = 0.0;
+  for (double p : target) sum += p;
+  for (double& p : target) p /= sum;
+  return target;
+}
+
+}  // namespace
+
+TEST_CASE("logit_bias entries for one token add up before they apply, in either order, however large each is",
+          "[combiners][target][bias]") {
+  // {t: +100, t: -inf} bans t and {t: +100, t: -100} leaves it unbiased. Applied one entry at a
+  // time, exp(+100) overflows float first: inf * 0 = NaN, or inf, and an invalid_logits; in the
+  // log domain (logit arithmetic, greedy) x + 1e30 - 1e30 is 0 in float, not x.
+  constexpr std::size_t size = 33;
+  constexpr std::size_t token = 5;
+  model_logits logits = negative_logits(31, 2, size);
+  const std::vector<float> ensemble_weights{0.6f, 0.4f};
+  const std::vector<float> arithmetic_weights{1.0f, 0.5f};
+  const std::vector<double> ensemble_reference = reference_weighted_ensemble(logits.rows(), ensemble_weights, 1.0);
+  const std::vector<double> arithmetic_reference = reference_logit_arithmetic(logits.rows(), arithmetic_weights, 1.0);
+  struct entries {
+    float first, second;
+    double total;
+  };
+  const entries cases[] = {{100.0f, minus_infinity, -std::numeric_limits<double>::infinity()},
+                           {100.0f, -100.0f, 0.0},
+                           {1e30f, -1e30f, 0.0},
+                           {3e38f, -3e38f, 0.0},
+                           {90.0f, -88.5f, 1.5},
+                           {-100.0f, 101.0f, 1.0}};
+  for (const entries& c : cases) {
+    CAPTURE(c.first, c.second);
+    std::vector<std::vector<float>> orders;  // the targets of both orders, to compare
+    for (bool reversed : {false, true}) {
+      CAPTURE(reversed);
+      cospec::sampling_settings settings;
+      const auto t = static_cast<cospec::token_id>(token);
+      // An entry for another token in between: merging must keep each token's own entries.
+      settings.logit_bias = {{t, reversed ? c.second : c.first}, {2, 0.5f}, {t, reversed ? c.first : c.second}};
+      cospec::validate(settings, size);
+      const std::vector<std::pair<std::size_t, double>> biases{{token, c.total}, {2, 0.5}};
+      const std::vector<double> ensemble_expected = reference_biased(ensemble_reference, biases);
+      const std::vector<double> arithmetic_expected = reference_biased(arithmetic_reference, biases);
+      {
+        INFO("weighted ensemble, sampling");
+        const std::vector<float> target = target_of(cospec::weighted_ensemble(ensemble_weights), settings, logits);
+        require_matches_reference(target, 1.0, ensemble_expected);
+        orders.push_back(target);
+      }
+      {
+        INFO("logit arithmetic, sampling");
+        const std::vector<float> target = target_of(cospec::logit_arithmetic(arithmetic_weights), settings, logits);
+        require_matches_reference(target, 1.0, arithmetic_expected);
+        orders.push_back(target);
+      }
+      {
+        INFO("weighted ensemble, greedy");
+        require_argmax_matches(greedy_of(cospec::weighted_ensemble(ensemble_weights), settings, logits), ensemble_expected);
+      }
+      {
+        INFO("logit arithmetic, greedy");
+        require_argmax_matches(greedy_of(cospec::logit_arithmetic(arithmetic_weights), settings, logits),
+                               arithmetic_expected);
+      }
+    }
+    CHECK(orders[0] == orders[2]);  // bit-identical whatever the order of the entries
+    CHECK(orders[1] == orders[3]);
+  }
+}
+
+TEST_CASE("a logit bias that pushes every token far below float's range leaves the target as it was",
+          "[combiners][target][bias]") {
+  // The same bias on every token changes nothing. exp(-200) underflows float: multiplied in one
+  // by one, every weight became 0 and the target was reported empty.
+  constexpr std::size_t size = 33;
+  model_logits logits = negative_logits(32, 2, size);
+  for (float bias : {-200.0f, -1e30f}) {
+    CAPTURE(bias);
+    cospec::sampling_settings settings;
+    for (std::size_t j = 0; j < size; ++j) settings.logit_bias.emplace_back(static_cast<cospec::token_id>(j), bias);
+    settings.logit_bias.emplace_back(7, 1.0f);  // and token 7 one nat above the rest
+    const std::vector<std::pair<std::size_t, double>> relative{{7, 1.0}};
+    const std::vector<double> ensemble_expected =
+        reference_biased(reference_weighted_ensemble(logits.rows(), {0.6f, 0.4f}, 1.0), relative);
+    const std::vector<double> arithmetic_expected =
+        reference_biased(reference_logit_arithmetic(logits.rows(), {1.0f, 0.5f}, 1.0), relative);
+    require_matches_reference(target_of(cospec::weighted_ensemble({0.6f, 0.4f}), settings, logits), 1.0,
+                              ensemble_expected);
+    require_matches_reference(target_of(cospec::logit_arithmetic({1.0f, 0.5f}), settings, logits), 1.0,
+                              arithmetic_expected);
+    require_argmax_matches(greedy_of(cospec::weighted_ensemble({0.6f, 0.4f}), settings, logits), ensemble_expected);
+    require_argmax_matches(greedy_of(cospec::logit_arithmetic({1.0f, 0.5f}), settings, logits), arithmetic_expected);
+  }
+}
+
+namespace {
+
+/// softmax(sum_i w_i l_i / T) enumerated in double after shifting each row by its first finite
+/// entry, which changes no softmax and keeps every sum of near-float-max logits finite and
+/// exact. -inf wherever a model with a non-zero weight masks the token.
+std::vector<double> reference_shifted_logit_arithmetic(cospec::logit_rows rows, const std::vector<float>& weights,
+                                                       double temperature) {
+  std::vector<double> combined(rows[0].size(), 0.0);
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    if (weights[i] == 0.0f) continue;
+    double shift = 0.0;
+    for (float x : rows[i])
+      if (std::isfinite(x)) {
+        shift = x;
+        break;
+      }
+    for (std::size_t j = 0; j < combined.size(); ++j)
+      combined[j] = rows[i][j] == minus_infinity ? -std::numeric_limits<double>::infinity()
+                                                 : combined[j] + static_cast<double>(weights[i]) * (rows[i][j] - shift);
+  }
+  for (double& x : combined) x /= temperature;
+  return reference_softmax(combined);
+}
+
+}  // namespace
+
+TEST_CASE("logit arithmetic over finite logits whose combination overflows a float gives the exact target",
+          "[combiners][target][overflow]") {
+  // 3e38 + 3e38 is +inf in float, and -3e38 - 3e38 is -inf: the combination of valid rows was
+  // reported as masking every token. The target is softmax of the real-valued combination.
+  constexpr std::size_t size = 37;
+  model_logits small = model_logits::random(41, 1, size);
+  small[0][1] = minus_infinity;
+  const std::vector<float> big(size, 3e38f);
+  const std::vector<float> minus_big(size, -3e38f);
+  std::vector<float> big_with_dip = big;
+  big_with_dip[4] = 2e38f;  // 1e38 below the rest: probability 0, and its combinations may not overflow
+  struct overflow_case {
+    const char* name;
+    std::vector<std::vector<float>> rows;
+    std::vector<float> weights;
+  };
+  const overflow_case cases[] = {
+      {"3e38 + 3e38 + small logits", {big, big, small[0]}, {1.0f, 1.0f, 1.0f}},
+      {"-3e38 - 3e38 + small logits", {minus_big, minus_big, small[0]}, {1.0f, 1.0f, 1.0f}},
+      {"twice 3e38 minus small logits", {big, small[0]}, {2.0f, -1.0f}},
+      {"contrastive: expert near float max, amateur near its negative", {big_with_dip, minus_big}, {1.0f, -0.2f}},
+      {"part of the row overflows, part does not", {big_with_dip, big_with_dip}, {1.0f, 0.2f}},
+  };
+  for (const overflow_case& c : cases)
+    for (float temperature : {1.0f, 0.7f}) {
+      CAPTURE(c.name, temperature);
+      model_logits logits(c.rows);
+      const std::vector<double> expected = reference_shifted_logit_arithmetic(logits.rows(), c.weights, temperature);
+      cospec::sampling_settings settings;
+      settings.temperature = temperature;
+      require_matches_reference(target_of(cospec::logit_arithmetic(c.weights), settings, logits), 1.0, expected);
+      // A logit bias applies to the exact target, in sampling and in greedy decoding.
+      const std::vector<std::pair<std::size_t, double>> bias{{3, 2.0}, {0, -std::numeric_limits<double>::infinity()}};
+      settings.logit_bias = {{3, 2.0f}, {0, minus_infinity}};
+      require_matches_reference(target_of(cospec::logit_arithmetic(c.weights), settings, logits), 1.0,
+                                reference_biased(expected, bias));
+      const std::vector<double> greedy_target = reference_shifted_logit_arithmetic(logits.rows(), c.weights, 1.0);
+      require_argmax_matches(greedy_of(cospec::logit_arithmetic(c.weights), settings, logits),
+                             reference_biased(greedy_target, bias));
+      settings.logit_bias.clear();
+      require_argmax_matches(greedy_of(cospec::logit_arithmetic(c.weights), settings, logits), greedy_target);
+      // A processor is given the exact target as weights.
+      const auto halve_token_0 = [](std::span<const cospec::token_id>, std::span<float> weights) { weights[0] *= 0.5f; };
+      require_argmax_matches(greedy_of(cospec::logit_arithmetic(c.weights), settings, logits, halve_token_0),
+                             reference_biased(greedy_target, {{0, std::log(0.5)}}));
+    }
+  // The plausibility constraint reads the expert's own row: tokens 1e38 below its maximum go.
+  model_logits contrastive({big_with_dip, minus_big});
+  const std::vector<double> expected = reference_shifted_logit_arithmetic(contrastive.rows(), {1.0f, -0.2f}, 1.0);
+  REQUIRE(expected[4] == 0.0);
+  require_matches_reference(target_of(cospec::contrastive_decoding(0.2f, 0.1f), cospec::sampling_settings{}, contrastive),
+                            1.0, expected);
+}
+
+TEST_CASE("a processor that writes a negative weight is reported in greedy decoding as in sampling",
+          "[combiners][target][greedy]") {
+  model_logits logits = model_logits::random(14, 2, 33);
+  const auto negative_at_7 = [](std::span<const cospec::token_id>, std::span<float> w) { w[7] = -1.0f; };
+  const auto minus_infinity_at_7 = [](std::span<const cospec::token_id>, std::span<float> w) { w[7] = minus_infinity; };
+  for (const cospec::logits_processor& processor : {cospec::logits_processor(negative_at_7),
+                                                    cospec::logits_processor(minus_infinity_at_7)}) {
+    {
+      INFO("weighted ensemble (weights domain)");
+      COSPEC_REQUIRE_THROWS_AS_WITH(greedy_of(cospec::weighted_ensemble::uniform(2), {}, logits, processor),
+                                    cospec::invalid_logits,
+                                    Contains("logits processor") && Contains("token 7") && Contains(">= 0"));
+      COSPEC_REQUIRE_THROWS_AS_WITH(target_of(cospec::weighted_ensemble::uniform(2), {}, logits, processor),
+                                    cospec::invalid_logits, Contains("logits processor") && Contains("token 7"));
+    }
+    {
+      INFO("contrastive decoding (log domain)");
+      COSPEC_REQUIRE_THROWS_AS_WITH(greedy_of(cospec::contrastive_decoding(0.1f), {}, logits, processor),
+                                    cospec::invalid_logits,
+                                    Contains("logits processor") && Contains("token 7") && Contains(">= 0"));
+      COSPEC_REQUIRE_THROWS_AS_WITH(target_of(cospec::contrastive_decoding(0.1f), {}, logits, processor),
+                                    cospec::invalid_logits, Contains("logits processor") && Contains("token 7"));
+    }
+  }
+}
+
+namespace {
+
+/// A user combination that reads only model 1's row.
+struct second_model_only {
+  void operator()(cospec::logit_rows rows, std::span<float> out) const {
+    std::copy(rows[1].begin(), rows[1].end(), out.begin());
+  }
+};
+
+}  // namespace
+
+// Rule (docs/reliability.md): every row a model returns for a position the combiner sees is
+// validated, whatever the model's weight, so that whether a run fails does not depend on which
+// model happens to propose there.
+
+TEST_CASE("weighted_ensemble rejects invalid rows of a model with weight 0", "[combiners][errors]") {
+  const spoil& s = spoils[GENERATE(0, 1, 2)];
+  cospec::weighted_ensemble combiner({0.0f, 1.0f, 1.0f});
+  check_rejects_spoilt_row(combiner, 0, s);
+}
+
+TEST_CASE("logit arithmetic rejects invalid rows of a model with weight 0", "[combiners][errors]") {
+  const spoil& s = spoils[GENERATE(0, 1, 2)];
+  cospec::logit_arithmetic combiner({1.0f, 0.0f, -0.5f});
+  check_rejects_spoilt_row(combiner, 1, s);
+}
+
+TEST_CASE("callable_combiner rejects invalid rows its function does not read", "[combiners][errors]") {
+  const spoil& s = spoils[GENERATE(0, 1, 2)];
+  cospec::callable_combiner combiner(2, second_model_only{});
+  check_rejects_spoilt_row(combiner, 0, s);
+}
+
+TEST_CASE("a callable combiner whose function writes NaN or +inf is reported as such, sampling and greedy",
+          "[combiners][errors]") {
+  // Its rows are valid; the greedy path, whose cheap scores define no target, asks the
+  // combiner's temperature-1 target, which must say what is wrong rather than "masks every token".
+  model_logits logits = model_logits::random(15, 2, 33);
+  for (float bad : {not_a_number, infinity}) {
+    CAPTURE(bad);
+    cospec::callable_combiner combiner(2, [bad](cospec::logit_rows rows, std::span<float> out) {
+      max_of_models{}(rows, out);
+      out[4] = bad;
+    });
+    COSPEC_REQUIRE_THROWS_AS_WITH(target_of(combiner, cospec::sampling_settings{}, logits), cospec::invalid_logits,
+                                  Contains("combination function") && Contains("NaN, +inf"));
+    COSPEC_REQUIRE_THROWS_AS_WITH(greedy_of(combiner, cospec::sampling_settings{}, logits), cospec::invalid_logits,
+                                  Contains("combination function") && Contains("NaN, +inf"));
+  }
 }

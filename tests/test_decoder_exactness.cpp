@@ -1,4 +1,4 @@
-// The engine's exactness (cos-algorithm.md section 8): the distribution of sequences that
+// The engine's exactness (docs/algorithm.md, "Exactness"): the distribution of sequences that
 // alternating and fixed-proposer speculation emit equals standard collaborative decoding's,
 // computed exactly by enumeration on a tiny vocabulary.
 #include <catch2/catch.hpp>
@@ -139,8 +139,11 @@ TEST_CASE("adaptive speculation samples exactly the target distribution", "[deco
   check_exact("adaptive WE n=2", 2, ensemble(2), cospec::weighted_ensemble::uniform(2), cospec::adaptive(2, cheap_first),
               plain);
   const reference_combination contrastive{reference_combination::kind::logit_arithmetic, {1.0, -0.1}, std::nullopt};
-  check_exact("adaptive CD, timings measured", 2, contrastive, cospec::contrastive_decoding(0.1f), cospec::adaptive(2),
-              plain);
+  cospec::adaptive_options measured;
+  measured.measure_pass_costs = true;
+  check_exact("adaptive CD, timings measured", 2, contrastive, cospec::contrastive_decoding(0.1f),
+              cospec::adaptive(2, measured), plain);
+  check_exact("adaptive CD, equal costs", 2, contrastive, cospec::contrastive_decoding(0.1f), cospec::adaptive(2), plain);
   cospec::adaptive_options three;
   three.pass_costs = {1.0, 3.0, 9.0};
   check_exact("adaptive WE n=3 top-p 0.8", 3, ensemble(3), cospec::weighted_ensemble::uniform(3), cospec::adaptive(3, three),

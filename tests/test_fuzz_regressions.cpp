@@ -118,6 +118,9 @@ TEST_CASE("every input of the fuzzers' seed corpora is handled or rejected with 
   for (const auto& [directory, fuzz_target] : {std::pair{"verify", target::verify}, std::pair{"decoder", target::decoder}}) {
     std::size_t inputs = 0;
     for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(COSPEC_FUZZ_CORPUS_DIR) / directory)) {
+      // libFuzzer seeds from a directory recursively (.ci/run), this replay does not: a
+      // subdirectory would hold inputs that only the fuzzer sees.
+      REQUIRE(entry.is_regular_file());
       std::ifstream file(entry.path(), std::ios::binary);
       const std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
       INFO(directory << "/" << entry.path().filename().string());

@@ -572,6 +572,36 @@ TEST_CASE("invalid logits at any position are reported naming the model, the pos
   CHECK(reported == 2 * 3 * 3 * new_tokens * 3 * 2);
 }
 
+TEST_CASE("invalid logits of a model with weight 0 are reported whether it proposes or only scores",
+          "[reliability][logits]") {
+  // docs/reliability.md: every row a model returns is validated, whatever its weight. Before,
+  // a NaN in the rows of a model with weight 0 passed unnoticed under standard decoding (no
+  // reduction read the row) but was an error where that model proposed from it: whether a run
+  // failed depended on the schedule.
+  for (bool arithmetic : {false, true})
+    for (std::size_t position = prompt.size(); position < prompt.size() + new_tokens; ++position)
+      for (method m : methods)
+        for (bool greedy : {false, true}) {
+          INFO((arithmetic ? "logit arithmetic" : "weighted ensemble") << ", position " << position << ", " << name(m)
+                                                                        << (greedy ? ", greedy" : ", sampling"));
+          // Model 0 has weight 0; the fixed proposer is model 2 and alternating starts with model 0.
+          auto adapters = fresh_adapters(3);
+          adapters[0].poison = row_poison{position, poison_kind::nan, 5};
+          cospec::generation_limits limits;
+          limits.max_new_tokens = new_tokens;
+          const std::string expected = "position " + std::to_string(position) + ", model 0: logit of token 5 is NaN";
+          with_speculator(m, [&](auto speculator) {
+            auto run = [&](auto combiner) {
+              cospec::decoder decoder(pointers(adapters), combiner, speculator, sampling_mode(greedy));
+              CHECK_THROWS_MATCHES(decoder.generate(prompt, limits), cospec::invalid_logits,
+                                   Catch::Matchers::Message(expected));
+            };
+            if (arithmetic) run(cospec::logit_arithmetic({0.0f, 1.0f, -0.1f}));
+            else run(cospec::weighted_ensemble({0.0f, 1.0f, 1.0f}));
+          });
+        }
+}
+
 TEST_CASE("logits that define no target after the sampling transforms are reported with the position",
           "[reliability][logits]") {
   // Every model's row is fine; a logit bias of -inf on every token leaves nothing.

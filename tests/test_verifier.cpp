@@ -1,7 +1,7 @@
-// The speculative verifier (cos-algorithm.md sections 2 and 8): exactness computed from the
-// verifier's own parts on small vocabularies, a seeded frequency test with a stated bound that a
-// deliberately broken verifier fails, one-hot targets with a single right answer, and the
-// contracts of verify, verify_chain and verify_greedy.
+// The speculative verifier (docs/algorithm.md, "Verification" and "Exactness"): exactness
+// computed from the verifier's own parts on small vocabularies, a seeded frequency test with a
+// stated bound that a deliberately broken verifier fails, one-hot targets with a single right
+// answer, and the contracts of verify, verify_chain and verify_greedy.
 #include <algorithm>  // std::equal, std::fill
 #include <cmath>      // std::abs, std::exp, std::log, std::nextafter
 #include <cstddef>    // std::size_t
@@ -263,7 +263,7 @@ TEST_CASE("acceptance is min(1, r / q) and the residual is max(0, r - q)", "[ver
 
 TEST_CASE("a weighted ensemble accepts a proposal of model i with probability at least lambda_i",
           "[verifier][exact]") {
-  // cos-algorithm.md section 2: r >= lambda_i q_i, so min(1, r / q_i) >= lambda_i.
+  // docs/algorithm.md, "Verification": r >= lambda_i q_i, so min(1, r / q_i) >= lambda_i.
   cospec::random_source random(5);
   for (std::size_t size : {std::size_t{7}, std::size_t{1000}}) {
     std::vector<std::vector<float>> rows(2, std::vector<float>(size));

@@ -281,7 +281,11 @@ int main(int argc, char** argv) try {
       run_method(results[1 + options.gammas.size() + g], cospec::alternating({options.gammas[g], 1}), pair, team,
                  options, prompt);
     }
-    run_method(results.back(), cospec::adaptive(2), pair, team, options, prompt);
+    // Planned with the measured pass costs (wall clock is what this program compares; the
+    // price, tokens that may differ between runs when sampling, does not matter to it).
+    cospec::adaptive_options measured;
+    measured.measure_pass_costs = true;
+    run_method(results.back(), cospec::adaptive(2, measured), pair, team, options, prompt);
   }
 
   const method_result& reference = results.front();

@@ -4,6 +4,7 @@
 #include "cospec/combine/callable_combiner.hpp"
 #include "cospec/combine/combiner.hpp"
 #include "cospec/combine/logit_arithmetic.hpp"
+#include "cospec/combine/logit_bias.hpp"
 #include "cospec/combine/logit_rows.hpp"
 #include "cospec/combine/proposal.hpp"
 #include "cospec/combine/target.hpp"

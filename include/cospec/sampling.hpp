@@ -16,7 +16,7 @@
 
 namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
-/// How tokens are drawn (docs/sampling.md).
+/// How tokens are drawn (docs/combiners.md, "Sampling settings").
 ///
 /// The target r at every position is the combiner's distribution at `temperature`, then
 /// `logit_bias`, the logits processor (if any), then top-k, top-p and min-p, in that order,
@@ -31,9 +31,12 @@ struct sampling_settings {
   std::optional<float> top_p;        ///< keep the smallest set with mass >= p; 0 < p <= 1
   std::optional<float> min_p;        ///< keep tokens with probability >= min_p * max; 0 <= min_p <= 1
   /// Added to the target's log-probability of a token (equivalently, its probability is
-  /// multiplied by exp(bias)); -inf bans the token. Finite or -inf.
+  /// multiplied by exp(bias)); -inf bans the token. Finite or -inf. Entries for one token add
+  /// up, in any order (-inf among them bans it); see merged_logit_bias.
   std::vector<std::pair<token_id, float>> logit_bias;
-  std::uint64_t seed = 0;  ///< the same seed and inputs give the same tokens on every run
+  /// The same seed and inputs give the same tokens on every run (docs/engine.md; the one
+  /// opt-in exception is adaptive_options::measure_pass_costs).
+  std::uint64_t seed = 0;
 
   [[nodiscard]] bool greedy() const noexcept { return temperature == 0.0f; }
 };

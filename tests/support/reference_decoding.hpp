@@ -1,5 +1,5 @@
 // Standard collaborative decoding computed independently of cospec, in double precision:
-// the oracle of the engine's exactness tests (cos-algorithm.md section 8).
+// the oracle of the engine's exactness tests (docs/algorithm.md, "Exactness").
 #pragma once
 
 #include <algorithm>

@@ -1,17 +1,19 @@
 // Logit arithmetic: r = softmax(sum_i w_i * l_i / T), optionally restricted to the tokens an
-// expert finds plausible. Covers contrastive decoding (cos-algorithm.md section 1, "CD"),
-// product of experts / logit averaging, proxy-tuning and DExperts.
+// expert finds plausible. Covers contrastive decoding (docs/algorithm.md, "Collaborative
+// decoding"), product of experts / logit averaging, proxy-tuning and DExperts.
 #pragma once
 
 #include "cospec/abi.hpp"
 
-#include <cmath>     // std::isfinite, std::log
-#include <cstddef>   // std::size_t
-#include <optional>  // std::optional
-#include <span>      // std::span
-#include <string>    // std::to_string
-#include <utility>   // std::move
-#include <vector>    // std::vector
+#include <algorithm>  // std::max
+#include <cmath>      // std::isfinite, std::log
+#include <cstddef>    // std::size_t
+#include <limits>     // std::numeric_limits
+#include <optional>   // std::optional
+#include <span>       // std::span
+#include <string>     // std::to_string
+#include <utility>    // std::move
+#include <vector>     // std::vector
 
 #include "cospec/combine/combiner.hpp"
 #include "cospec/combine/logit_rows.hpp"
@@ -61,12 +63,24 @@ class logit_arithmetic {
   [[nodiscard]] const std::optional<plausibility_constraint>& constraint() const noexcept { return constraint_; }
 
   /// Combination pass, then max and exp passes (in place); returns the sum of the exps.
+  /// Finite logits whose float combination overflows (inputs near float max) are combined
+  /// again exactly, so that the target is softmax of the real-valued combination
+  /// (combine_exactly; the softmax's validity test finds them, so the hot path pays nothing).
   float target_weights(logit_rows logits, float temperature, std::span<float> out) {
     combine(logits, out);
+    const kernels::exp_row_stats stats = kernels::unnormalized_softmax(out, out, 1.0f / temperature);
+    if (stats.valid()) return stats.sum;
+    // Invalid rows are reported as such. Valid rows leave no NaN: either the combination
+    // masks every token (and combine_exactly finds that too), or it overflowed to +inf
+    // somewhere or to -inf everywhere.
+    throw_if_a_row_is_invalid(logits);
+    combine_exactly(logits, out);
     return softmax_weights_in_place(logits, temperature, out);
   }
 
-  /// The combined logits themselves: a greedy decision needs no exp at all.
+  /// The combined logits themselves: a greedy decision needs no exp at all. (A combination that
+  /// overflowed leaves no finite argmax; target_evaluator then takes the argmax of
+  /// target_weights at temperature 1, which is exact.)
   score_domain greedy_scores(logit_rows logits, std::span<float> out) {
     combine(logits, out);
     return score_domain::log_weights;
@@ -78,10 +92,53 @@ class logit_arithmetic {
   }
 
  private:
+  [[nodiscard]] bool constrained() const noexcept { return constraint_ && constraint_->alpha != 0.0f; }
+
   void combine(logit_rows logits, std::span<float> out) const {
     check_row_shapes(logits, model_count());
+    // The combination does not read the rows of models with weight 0; they are validated all
+    // the same (docs/reliability.md), one max pass each (the constraint's expert has its own).
+    for (std::size_t i = 0; i < weights_.size(); ++i)
+      if (weights_[i] == 0.0f && !(constrained() && i == constraint_->expert) && !row_is_valid(logits[i]))
+        throw_invalid_combination(logits);
     kernels::linear_combination(logits, weights_, out);
-    if (!constraint_ || constraint_->alpha == 0.0f) return;
+    apply_constraint(logits, out);
+  }
+
+  /// sum_i w_i (l_i - m_i) in double, m_i the largest logit of row i, then shifted so that the
+  /// largest entry is 0 and rounded to float: the same softmax as sum_i w_i l_i (each shift
+  /// moves every token alike), but finite inputs cannot overflow, and the small logits of one
+  /// model are not lost next to another's near float max. Entries more than float's range
+  /// below the largest become -inf, their probability in float anyway; masks as in
+  /// `combine`. The cold path of overflowing combinations: scalar, each entry computed twice
+  /// (for the maximum, then for the row) rather than stored. Precondition: every row valid.
+  void combine_exactly(logit_rows logits, std::span<float> out) {
+    constexpr double masked = -std::numeric_limits<double>::infinity();
+    for (std::size_t i = 0; i < weights_.size(); ++i)
+      shifts_[i] = weights_[i] == 0.0f ? 0.0 : static_cast<double>(kernels::max_argmax(logits[i]).value);
+    const auto exact = [&](std::size_t j) {
+      double sum = 0.0;
+      for (std::size_t i = 0; i < weights_.size(); ++i) {
+        if (weights_[i] == 0.0f) continue;
+        const float x = logits[i][j];
+        if (x == -std::numeric_limits<float>::infinity()) return masked;
+        sum += static_cast<double>(weights_[i]) * (static_cast<double>(x) - shifts_[i]);
+      }
+      return sum;
+    };
+    double top = masked;
+    for (std::size_t j = 0; j < out.size(); ++j) top = std::max(top, exact(j));
+    for (std::size_t j = 0; j < out.size(); ++j) {
+      const double shifted = top == masked ? masked : exact(j) - top;
+      out[j] = shifted < -static_cast<double>(std::numeric_limits<float>::max()) ? -std::numeric_limits<float>::infinity()
+                                                                                 : static_cast<float>(shifted);
+    }
+    apply_constraint(logits, out);
+  }
+
+  /// The plausibility constraint, if any, on combined logits.
+  void apply_constraint(logit_rows logits, std::span<float> out) const {
+    if (!constrained()) return;
     const std::span<const float> expert = logits[constraint_->expert];
     const float expert_max = kernels::max_argmax(expert).value;
     if (!std::isfinite(expert_max)) throw_invalid_row(constraint_->expert, expert);
@@ -91,6 +148,7 @@ class logit_arithmetic {
 
   std::vector<float> weights_;
   std::optional<plausibility_constraint> constraint_;
+  std::vector<double> shifts_ = std::vector<double>(weights_.size());  // combine_exactly: each row's maximum
 };
 
 /// Contrastive decoding over models {0: expert, 1: amateur}: softmax((l_expert - mu *

@@ -4,12 +4,13 @@
 
 #include "cospec/abi.hpp"
 
-#include <cmath>    // std::isnan, std::isinf
+#include <cmath>    // std::isnan, std::isinf, std::isfinite
 #include <cstddef>  // std::size_t
 #include <span>     // std::span
 #include <string>   // std::string, std::to_string
 
 #include "cospec/errors.hpp"
+#include "cospec/kernels/reduce.hpp"
 #include "cospec/kernels/transform.hpp"
 
 namespace cospec::inline COSPEC_ABI_NAMESPACE {
@@ -30,14 +31,25 @@ inline std::string describe_invalid_row(std::size_t model, std::span<const float
   return {};
 }
 
-/// Throws invalid_logits for the first row that is NaN, +inf or fully masked; otherwise with
-/// `otherwise`, which says what else left no token (the rows were fine one by one).
-[[noreturn]] inline void throw_invalid_combination(
-    logit_rows rows, const char* otherwise = "the combination of the models' logits masks every token") {
+/// Whether `row` can define a distribution (no NaN or +inf, some token unmasked): one max pass.
+/// For rows that no reduction of a combination reads, such as a model's with weight 0: every
+/// row a model returns is validated all the same (docs/reliability.md), so that whether a run
+/// fails does not depend on which model proposes where.
+inline bool row_is_valid(std::span<const float> row) noexcept { return std::isfinite(kernels::max_argmax(row).value); }
+
+/// Throws invalid_logits for the first row that is NaN, +inf or fully masked, if any.
+inline void throw_if_a_row_is_invalid(logit_rows rows) {
   for (std::size_t i = 0; i < rows.size(); ++i) {
     std::string problem = describe_invalid_row(i, rows[i]);
     if (!problem.empty()) throw invalid_logits(problem);
   }
+}
+
+/// Throws invalid_logits for the first row that is NaN, +inf or fully masked; otherwise with
+/// `otherwise`, which says what else left no token (the rows were fine one by one).
+[[noreturn]] inline void throw_invalid_combination(
+    logit_rows rows, const char* otherwise = "the combination of the models' logits masks every token") {
+  throw_if_a_row_is_invalid(rows);
   throw invalid_logits(otherwise);
 }
 
@@ -49,11 +61,14 @@ inline std::string describe_invalid_row(std::size_t model, std::span<const float
 }
 
 /// Turns target logits (already in `out`) into target weights at temperature T > 0, in
-/// place, and returns their sum; throws invalid_logits naming the model at fault, or saying
-/// that the combination left no token. Shared by the combiners whose target is a softmax.
-inline float softmax_weights_in_place(logit_rows logits, float temperature, std::span<float> out) {
+/// place, and returns their sum; throws invalid_logits naming the model at fault, or else
+/// with `otherwise` (by default: the combination left no token). Shared by the combiners
+/// whose target is a softmax.
+inline float softmax_weights_in_place(
+    logit_rows logits, float temperature, std::span<float> out,
+    const char* otherwise = "the combination of the models' logits masks every token") {
   const kernels::exp_row_stats stats = kernels::unnormalized_softmax(out, out, 1.0f / temperature);
-  if (!stats.valid()) throw_invalid_combination(logits);
+  if (!stats.valid()) throw_invalid_combination(logits, otherwise);
   return stats.sum;
 }
 

@@ -4,17 +4,16 @@
 
 #include "cospec/abi.hpp"
 
-#include <algorithm>   // std::max
-#include <cmath>       // std::exp, std::log, std::isfinite, std::isnan
+#include <cmath>       // std::isfinite, std::isnan
 #include <cstddef>     // std::size_t
 #include <functional>  // std::function
 #include <limits>      // std::numeric_limits
 #include <span>        // std::span
 #include <string>      // std::string, std::to_string
 #include <utility>     // std::move
-#include <vector>      // std::vector
 
 #include "cospec/combine/combiner.hpp"
+#include "cospec/combine/logit_bias.hpp"
 #include "cospec/combine/logit_rows.hpp"
 #include "cospec/errors.hpp"
 #include "cospec/kernels/filter.hpp"
@@ -38,19 +37,24 @@ using logits_processor = std::function<void(std::span<const token_id> prefix, st
 template <combiner Combiner>
 class target_evaluator {
  public:
+  /// `settings` must outlive the evaluator. Its `logit_bias` is read here, once (merged per
+  /// token: merged_logit_bias); the other settings at every call.
   target_evaluator(Combiner& combiner, const sampling_settings& settings, logits_processor processor = {})
-      : combiner_(&combiner), settings_(&settings), processor_(std::move(processor)) {}
+      : combiner_(&combiner),
+        settings_(&settings),
+        processor_(std::move(processor)),
+        bias_(settings.logit_bias) {}
 
   /// The normalised target r at one position, written to `out`. Throws invalid_logits if the
   /// rows define no distribution or the transforms mask every token.
   /// Precondition: !settings.greedy().
   void distribution(logit_rows logits, std::span<const token_id> prefix, std::span<float> out) {
     float sum = combiner_->target_weights(logits, settings_->temperature, out);
-    apply_bias(out);
+    bias_.apply_to_weights(out);
     if (processor_) processor_(prefix, out);
     // Bias and processor may move almost all the mass (banning a dominant token): the sum is
     // recomputed rather than updated, which would cancel catastrophically.
-    if (processor_ || !settings_->logit_bias.empty()) sum = checked_sum(out);
+    if (processor_ || !bias_.empty()) sum = checked_sum(out);
     if (settings_->top_k) sum = kernels::top_k_filter(out, *settings_->top_k, workspace_);
     if (settings_->top_p) sum = kernels::top_p_filter(out, *settings_->top_p, workspace_);
     if (settings_->min_p) sum = kernels::min_p_filter(out, *settings_->min_p);
@@ -69,83 +73,60 @@ class target_evaluator {
     if (sum != 1.0f) kernels::scale_row(out, 1.0f / sum);
   }
 
-  /// The greedy token at one position; `scratch` has length V.
+  /// The greedy token at one position; `scratch` has length V. Throws invalid_logits as
+  /// `distribution` does, for a processor's negative weight too.
   token_id greedy_token(logit_rows logits, std::span<const token_id> prefix, std::span<float> scratch) {
-    const score_domain domain = combiner_->greedy_scores(logits, scratch);
-    const bool log_domain = domain == score_domain::log_weights;
-    if (log_domain) {
-      for (const auto& [token, bias] : settings_->logit_bias) scratch[static_cast<std::size_t>(token)] += bias;
-    } else {
-      apply_bias(scratch);
-    }
-    bool weights_domain = !log_domain;
-    if (processor_) {
-      if (log_domain) {
+    if (combiner_->greedy_scores(logits, scratch) == score_domain::log_weights) {
+      bias_.add_to_log_weights(scratch);
+      if (!processor_) {
+        const kernels::max_location best = kernels::max_argmax(scratch);
+        if (std::isfinite(best.value)) return static_cast<token_id>(best.index);
+      } else if (kernels::unnormalized_softmax(scratch, scratch).valid()) {
         // The processor works on weights: exp(s - max) keeps the argmax and the ratios.
-        const kernels::exp_row_stats stats = kernels::unnormalized_softmax(scratch, scratch);
-        if (!stats.valid()) throw_invalid_combination(logits, "the greedy target masks every token (after bias)");
-        weights_domain = true;
+        return processed_argmax(logits, prefix, scratch);
       }
-      processor_(prefix, scratch);
+      // The cheap scores define no target. Unless a row is invalid, either bias or the
+      // combination left no token, or combined logits overflowed float (finite inputs near
+      // float max), which the combiner's own temperature-1 target handles exactly: the greedy
+      // token is by definition that target's argmax (docs/combiners.md).
+      throw_if_a_row_is_invalid(logits);
+      combiner_->target_weights(logits, 1.0f, scratch);
     }
-    const kernels::max_location best = kernels::max_argmax(scratch);
-    const bool valid = std::isfinite(best.value) && (weights_domain ? best.value > 0.0f : true);
-    if (!valid) {
-      if (std::isnan(best.value) || best.value == std::numeric_limits<float>::infinity()) {
-        // A model's row, or else what bias and processor made of the target.
-        for (std::size_t i = 0; i < logits.size(); ++i)
-          if (std::string problem = describe_invalid_row(i, logits[i]); !problem.empty()) throw invalid_logits(problem);
-        for (std::size_t j = 0; j < scratch.size(); ++j)
-          if (std::isnan(scratch[j]) || scratch[j] == std::numeric_limits<float>::infinity())
-            throw invalid_logits("after logit bias and the logits processor, the greedy target has " +
-                                 std::string(std::isnan(scratch[j]) ? "NaN" : "+inf") + " at token " +
-                                 std::to_string(j));
-      }
-      throw_invalid_combination(logits, "the greedy target masks every token (after bias and processor)");
-    }
-    return static_cast<token_id>(best.index);
+    bias_.apply_to_weights(scratch);
+    return processed_argmax(logits, prefix, scratch);
   }
 
  private:
-  /// Biases above this are applied as a shift of the whole row: exp(bias) overflows float
-  /// above about 88.7, and +100 is the usual way to force a token.
-  static constexpr float largest_direct_bias = 64.0f;
-
-  /// Multiplies each biased token's weight w by exp(bias) (entries for the same token add up).
-  /// When some w * exp(bias) would pass exp(largest_direct_bias), every weight is first scaled
-  /// by exp(-excess) and each biased token's weight becomes w * exp(bias - excess), which
-  /// leaves the distribution unchanged (only weights negligible next to the biased token's
-  /// underflow). One extra pass, only for such biases. A token the combination masks (w = 0)
-  /// stays masked whatever its bias.
-  void apply_bias(std::span<float> weights) {
-    const auto& biases = settings_->logit_bias;
-    float excess = 0.0f;
-    for (const auto& [token, bias] : biases) {
-      const float w = weights[static_cast<std::size_t>(token)];
-      if (w > 0.0f) excess = std::max(excess, total_bias(token) + std::log(w) - largest_direct_bias);
+  /// The argmax of target weights after the processor (bias already applied), checked.
+  token_id processed_argmax(logit_rows logits, std::span<const token_id> prefix, std::span<float> weights) {
+    if (processor_) {
+      processor_(prefix, weights);
+      throw_if_negative(weights);
     }
-    // Zero weights are skipped: 0 * exp(1000) would be NaN.
-    if (!(excess > 0.0f)) {
-      for (const auto& [token, bias] : biases)
-        if (float& w = weights[static_cast<std::size_t>(token)]; w != 0.0f) w *= std::exp(bias);
-      return;
+    const kernels::max_location best = kernels::max_argmax(weights);
+    if (std::isfinite(best.value) && best.value > 0.0f) return static_cast<token_id>(best.index);
+    if (std::isnan(best.value) || best.value == std::numeric_limits<float>::infinity()) {
+      // A model's row, or else what bias and processor made of the target.
+      throw_if_a_row_is_invalid(logits);
+      for (std::size_t j = 0; j < weights.size(); ++j)
+        if (std::isnan(weights[j]) || weights[j] == std::numeric_limits<float>::infinity())
+          throw invalid_logits("after logit bias and the logits processor, the greedy target has " +
+                               std::string(std::isnan(weights[j]) ? "NaN" : "+inf") + " at token " +
+                               std::to_string(j));
     }
-    biased_weights_.resize(biases.size());
-    for (std::size_t i = 0; i < biases.size(); ++i) biased_weights_[i] = weights[static_cast<std::size_t>(biases[i].first)];
-    kernels::scale_row(weights, std::exp(-excess));
-    for (std::size_t i = 0; i < biases.size(); ++i) {
-      const token_id token = biases[i].first;
-      if (biased_weights_[i] != 0.0f)
-        weights[static_cast<std::size_t>(token)] = biased_weights_[i] * std::exp(total_bias(token) - excess);
-    }
+    throw_invalid_combination(logits, "the greedy target masks every token (after bias and processor)");
   }
 
-  /// The sum of the biases listed for `token`.
-  float total_bias(token_id token) const noexcept {
-    float total = 0.0f;
-    for (const auto& [listed, bias] : settings_->logit_bias)
-      if (listed == token) total += bias;
-    return total;
+  /// A processor's negative weight, which the argmax would not notice (NaN and +inf it does).
+  static void throw_if_negative(std::span<const float> weights) {
+    bool negative = false;
+    for (float w : weights) negative |= (w < 0.0f);  // no early exit: the loop vectorises
+    if (!negative) return;
+    for (std::size_t j = 0; j < weights.size(); ++j)
+      if (weights[j] < 0.0f)
+        throw invalid_logits("after logit bias and the logits processor, the greedy target has weight " +
+                             std::to_string(weights[j]) + " at token " + std::to_string(j) +
+                             "; weights must be finite and >= 0");
   }
 
   static float checked_sum(std::span<const float> weights) {
@@ -163,7 +144,7 @@ class target_evaluator {
   const sampling_settings* settings_;
   logits_processor processor_;
   kernels::filter_workspace workspace_;
-  std::vector<float> biased_weights_;  // apply_bias: the weights of biased tokens before a shift
+  merged_logit_bias bias_;
 };
 
 }  // namespace cospec

@@ -1,4 +1,5 @@
-// Weighted ensemble: r = sum_i lambda_i * softmax(l_i / T) (cos-algorithm.md section 1, "WE").
+// Weighted ensemble: r = sum_i lambda_i * softmax(l_i / T) (docs/algorithm.md, "Collaborative
+// decoding").
 #pragma once
 
 #include "cospec/abi.hpp"
@@ -51,7 +52,8 @@ class weighted_ensemble {
   /// Writes the mixture; returns 1 (the weights are normalised; rounding leaves the written
   /// row's sum within a few ulps of it). One max pass and one exp pass per model with a
   /// positive weight, then one fused mixture pass: the normalisers 1/sum_i are folded into
-  /// the mixture weights instead of costing their own pass.
+  /// the mixture weights instead of costing their own pass. A model with weight 0 costs one
+  /// max pass, which validates its row.
   float target_weights(logit_rows logits, float temperature, std::span<float> out) {
     check_row_shapes(logits, model_count());
     const std::size_t size = logits[0].size();
@@ -60,7 +62,11 @@ class weighted_ensemble {
       std::span<float> row(scratch_.data() + i * size, size);
       views_[i] = row;
       row_weights_[i] = 0.0f;
-      if (weights_[i] == 0.0f) continue;
+      if (weights_[i] == 0.0f) {
+        // No say in the mixture, but its row is validated like the others (docs/reliability.md).
+        if (!row_is_valid(logits[i])) throw_invalid_row(i, logits[i]);
+        continue;
+      }
       const kernels::exp_row_stats stats = kernels::unnormalized_softmax(logits[i], row, 1.0f / temperature);
       if (!stats.valid()) throw_invalid_row(i, logits[i]);
       row_weights_[i] = weights_[i] / stats.sum;

@@ -1,5 +1,6 @@
 // The decoder: runs n models under a speculation policy and emits exactly the tokens of
-// standard collaborative decoding's distribution (cos-algorithm.md sections 3-4, docs/engine.md).
+// standard collaborative decoding's distribution (docs/algorithm.md, "Alternation" and
+// "Invocations"; docs/engine.md).
 #pragma once
 
 #include "cospec/abi.hpp"
@@ -390,7 +391,7 @@ class decoder {
 
   // ---- the algorithm ------------------------------------------------------------------
 
-  /// One invocation (cos-algorithm.md section 4): feed, verify, propose.
+  /// One invocation (docs/algorithm.md, "Invocations"): feed, verify, propose.
   void invoke(invocation next) {
     const std::size_t k = next.model;
     if (k >= models_.size())

@@ -83,7 +83,7 @@ struct generation_result {
 };
 
 /// The paper's cost model for one model: a forward pass over m tokens costs
-/// `per_pass + per_token * m` virtual seconds (cos-algorithm.md section 6).
+/// `per_pass + per_token * m` virtual seconds (docs/algorithm.md, "Cost model").
 struct pass_cost {
   double per_pass = 1.0;
   double per_token = 0.0;

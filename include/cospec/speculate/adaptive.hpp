@@ -31,10 +31,18 @@ struct adaptive_options {
   double pooling = 4.0;
   /// Acceptance assumed before anything is observed.
   double prior_acceptance = 0.5;
-  /// Relative cost of one forward pass of each model. Empty: measured from the adapters'
-  /// own timings (a running average of seconds per pass), which is what a server wants;
-  /// given: deterministic, as under the cost clock.
+  /// Relative cost of one forward pass of each model (the same for a pass over any number of
+  /// tokens; give the decoder's cost clock's per-pass costs here to plan with them). Empty:
+  /// every pass of every model costs the same, unless `measure_pass_costs`.
   std::vector<double> pass_costs;
+  /// Opt-in: learn each model's pass cost from the adapters' wall-clock timings instead,
+  /// fitted as `a + b * tokens` (`adaptive::observe_pass`), which is what a server with models
+  /// of unknown relative speed wants. The price is reproducibility: the timings choose the
+  /// schedule and the schedule which proposals are drawn, so one seed, models and prompt can
+  /// give different tokens from run to run (each run is still an exact sample of the target;
+  /// greedy output is unaffected). Off by default: the promise of docs/engine.md holds.
+  /// Cannot be combined with `pass_costs`.
+  bool measure_pass_costs = false;
 };
 
 /// CoS with each invocation's proposal length chosen to maximise expected committed tokens
@@ -47,8 +55,10 @@ struct adaptive_options {
 /// sum_{m != k} c_m(g + 1) + A_g (1 - b) c_k(1)`, with c_m(t) the cost of a pass of model m
 /// over t tokens and b the acceptance of the bonus token that ends a fully accepted run
 /// (docs/theory.md, "Adaptive speculation"). The policy picks the g in [1, max_gamma] with the
-/// most tokens per unit of cost. Given pass costs are per pass (c_m(t) = c_m); measured ones
-/// are fitted as a + b t, since a real engine's verification pass grows with its tokens.
+/// most tokens per unit of cost. Given pass costs are per pass (c_m(t) = c_m), and so are the
+/// equal costs of the default; measured ones (opt-in, `measure_pass_costs`) are fitted as
+/// a + b t, since a real engine's verification pass grows with its tokens. Unless costs are
+/// measured the policy is deterministic: one seed, models and prompt give one output.
 ///
 /// The guard: g never goes below 1, and alternating with g = 1 costs in expectation no more
 /// per token than standard decoding, whatever the acceptance (docs/theory.md): each pass is
@@ -69,6 +79,9 @@ class adaptive {
     if (!(options_.pooling >= 0.0) || !std::isfinite(options_.pooling))
       throw invalid_configuration("adaptive: pooling must be finite and >= 0");
     if (!options_.pass_costs.empty()) {
+      if (options_.measure_pass_costs)
+        throw invalid_configuration("adaptive: pass costs are given or measured, not both (leave pass_costs empty to "
+                                    "measure them)");
       if (options_.pass_costs.size() != model_count_)
         throw invalid_configuration("adaptive: " + std::to_string(options_.pass_costs.size()) + " pass costs for " +
                                     std::to_string(model_count_) + " models");
@@ -103,13 +116,13 @@ class adaptive {
     n = options_.decay * n + 1.0;
   }
 
-  /// A forward pass of `model` over `tokens` tokens took `seconds` (used when no pass costs
-  /// were given). The cost of a pass is fitted as `a + b * tokens` by decayed least squares: on
+  /// A forward pass of `model` over `tokens` tokens took `seconds`; ignored unless
+  /// `measure_pass_costs`. The cost of a pass is fitted as `a + b * tokens` by decayed least squares: on
   /// a real engine a verification pass over g + 1 tokens costs more than a one-token proposal
   /// pass (1.2-1.7x for 4-8 tokens on the transformer example), and a flat cost would make
   /// long proposals look cheaper than they are.
   void observe_pass(std::size_t model, std::size_t tokens, double seconds) {
-    if (!options_.pass_costs.empty() || !(seconds > 0.0) || !std::isfinite(seconds) || tokens == 0) return;
+    if (!options_.measure_pass_costs || !(seconds > 0.0) || !std::isfinite(seconds) || tokens == 0) return;
     cost_fit& f = fits_[model];
     const double m = static_cast<double>(tokens);
     const double d = options_.decay;
@@ -132,9 +145,10 @@ class adaptive {
   }
 
   /// The cost of a pass of `model` over `tokens` tokens, as the policy sees it now: the given
-  /// pass cost, or the fit of the measured ones (1 before any measurement).
+  /// pass cost, the fit of the measured ones (1 before any measurement), or 1.
   [[nodiscard]] double pass_cost_estimate(std::size_t model, std::size_t tokens = 1) const {
     if (!options_.pass_costs.empty()) return options_.pass_costs[model];
+    if (!options_.measure_pass_costs) return 1.0;
     const cost_fit& f = fits_[model];
     if (f.weight == 0.0) return 1.0;
     const double mean_tokens = f.tokens / f.weight;

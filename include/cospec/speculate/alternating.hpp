@@ -1,4 +1,5 @@
-// CoS: models take turns as proposer and verifier (cos-algorithm.md sections 3 and 4).
+// CoS: models take turns as proposer and verifier (docs/algorithm.md, "Alternation" and
+// "Invocations").
 #pragma once
 
 #include "cospec/abi.hpp"

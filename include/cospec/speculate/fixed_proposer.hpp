@@ -1,5 +1,5 @@
 // Speculative decoding with a fixed proposer against the combined target: the paper's
-// WE-SD / CD-SD baseline (cos-algorithm.md section 5).
+// WE-SD / CD-SD baseline (docs/algorithm.md, "Baselines").
 #pragma once
 
 #include "cospec/abi.hpp"

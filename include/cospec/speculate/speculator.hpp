@@ -1,5 +1,5 @@
 // The Speculator concept: which model runs next, and how many tokens it proposes
-// (cos-algorithm.md sections 3-5; docs/engine.md).
+// (docs/algorithm.md, "Alternation" to "Baselines"; docs/engine.md).
 #pragma once
 
 #include "cospec/abi.hpp"
@@ -35,10 +35,10 @@ class schedule_view {
   std::span<const std::size_t> proposers_;
 };
 
-/// One invocation (cos-algorithm.md section 4): `model` feeds every token it has not seen in
-/// one forward pass, the decoder verifies what all models have now scored, and, unless a
-/// rejection ended the invocation, `model` proposes `proposals` tokens (the first from the
-/// logits it just computed, the rest one single-token pass each).
+/// One invocation (docs/algorithm.md, "Invocations"): `model` feeds every token it has not
+/// seen in one forward pass, the decoder verifies what all models have now scored, and,
+/// unless a rejection ended the invocation, `model` proposes `proposals` tokens (the first
+/// from the logits it just computed, the rest one single-token pass each).
 struct invocation {
   std::size_t model;
   std::size_t proposals;

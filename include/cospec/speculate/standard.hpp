@@ -1,5 +1,5 @@
 // Standard collaborative decoding: every model, every token. The reference for exactness and
-// cost (cos-algorithm.md section 1).
+// cost (docs/algorithm.md, "Collaborative decoding").
 #pragma once
 
 #include "cospec/abi.hpp"

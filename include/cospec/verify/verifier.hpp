@@ -1,4 +1,4 @@
-// Speculative verification against the combined target (cos-algorithm.md section 2).
+// Speculative verification against the combined target (docs/algorithm.md, "Verification").
 //
 // A token x drawn from a proposal q is accepted with probability min(1, r(x) / q(x)); on
 // rejection a replacement is drawn from norm(max(0, r - q)). The emitted token is then
