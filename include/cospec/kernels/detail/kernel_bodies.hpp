@@ -36,10 +36,6 @@ inline void store_tail(float* data, std::size_t count, vec values) noexcept {
   return count == lanes ? load(data) : load_tail(data, count, fill);
 }
 
-/// The sum of the lanes as a pairwise tree, halves first (log2(lanes) rounding steps, which the
-/// error bounds of docs/kernels.md count): `reduce_add` of the variant's lane operations.
-inline float sum_lanes(vec values) noexcept { return reduce_add(values); }
-
 inline float max_lanes(vec values) noexcept {
   alignas(64) float buffer[lanes];
   store_lanes(buffer, values);
@@ -101,7 +97,7 @@ inline exp_row_stats unnormalized_softmax(isa tag, std::span<const float> row, s
     store_tail(out.data() + body, size - body, e);
     sum = add(sum, e);
   }
-  return {shift, scale, sum_lanes(sum)};
+  return {shift, scale, reduce_add(sum)};
 }
 
 inline void scale_row(isa, std::span<float> row, float factor) noexcept {
@@ -192,7 +188,7 @@ inline float residual(isa, std::span<const float> target, std::span<const float>
     store_tail(out.data() + body, size - body, d);
     sum = add(sum, d);
   }
-  return sum_lanes(sum);
+  return reduce_add(sum);
 }
 
 /// One step of `max_argmax`: each lane keeps its maximum and the block where it first saw it.
@@ -281,7 +277,7 @@ inline std::size_t sample_inverse_cdf(isa, std::span<const float> weights, doubl
   for (; start < body; start += block) {
     const float* p = weights.data() + start;
     const vec partial = add(add(load(p), load(p + lanes)), add(load(p + 2 * lanes), load(p + 3 * lanes)));
-    const double block_mass = static_cast<double>(sum_lanes(partial));
+    const double block_mass = static_cast<double>(reduce_add(partial));
     if (cumulative + block_mass > target) break;
     cumulative += block_mass;
   }

@@ -49,7 +49,6 @@ inline mask equal(vec a, vec b) noexcept { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ
 inline mask is_nan(vec a) noexcept { return _mm256_cmp_ps(a, a, _CMP_UNORD_Q); }
 inline mask no_lanes() noexcept { return _mm256_setzero_ps(); }
 inline mask either(mask a, mask b) noexcept { return _mm256_or_ps(a, b); }
-inline mask both(mask a, mask b) noexcept { return _mm256_and_ps(a, b); }
 inline mask and_not(mask a, mask b) noexcept { return _mm256_andnot_ps(b, a); }
 inline bool any(mask m) noexcept { return _mm256_movemask_ps(m) != 0; }
 inline vec select(mask m, vec if_set, vec if_clear) noexcept { return _mm256_blendv_ps(if_clear, if_set, m); }

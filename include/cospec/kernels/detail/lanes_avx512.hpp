@@ -56,7 +56,6 @@ inline mask equal(vec a, vec b) noexcept { return _mm512_cmp_ps_mask(a, b, _CMP_
 inline mask is_nan(vec a) noexcept { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
 inline mask no_lanes() noexcept { return 0; }
 inline mask either(mask a, mask b) noexcept { return static_cast<mask>(a | b); }
-inline mask both(mask a, mask b) noexcept { return static_cast<mask>(a & b); }
 inline mask and_not(mask a, mask b) noexcept { return static_cast<mask>(a & ~b); }
 inline bool any(mask m) noexcept { return m != 0; }
 inline vec select(mask m, vec if_set, vec if_clear) noexcept { return _mm512_mask_blend_ps(m, if_clear, if_set); }

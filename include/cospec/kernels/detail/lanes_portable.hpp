@@ -40,7 +40,6 @@ inline mask equal(vec a, vec b) noexcept { return a == b; }
 inline mask is_nan(vec a) noexcept { return xsimd::isnan(a); }
 inline mask no_lanes() noexcept { return vec(0.0f) != vec(0.0f); }
 inline mask either(mask a, mask b) noexcept { return a | b; }
-inline mask both(mask a, mask b) noexcept { return a & b; }
 inline mask and_not(mask a, mask b) noexcept { return a & !b; }
 inline bool any(mask m) noexcept { return xsimd::any(m); }
 inline vec select(mask m, vec if_set, vec if_clear) noexcept { return xsimd::select(m, if_set, if_clear); }
