@@ -6,6 +6,7 @@
 #include "cospec/combine/logit_arithmetic.hpp"
 #include "cospec/combine/logit_bias.hpp"
 #include "cospec/combine/logit_rows.hpp"
+#include "cospec/combine/penalties.hpp"
 #include "cospec/combine/proposal.hpp"
 #include "cospec/combine/target.hpp"
 #include "cospec/combine/weighted_ensemble.hpp"
