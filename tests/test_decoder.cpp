@@ -380,7 +380,7 @@ TEST_CASE("configurations that cannot work are rejected at construction", "[deco
                     Contains("1 gammas for 2 models"));
   CHECK_THROWS_WITH(cospec::decoder(pointers(models), cospec::weighted_ensemble::uniform(2), cospec::fixed_proposer(2, 3)),
                     Contains("proposer 2"));
-  CHECK_THROWS_AS(cospec::alternating({0, 1}), cospec::invalid_configuration);
+  CHECK_THROWS_AS(cospec::alternating({2, 1}, {}, 1.5f), cospec::invalid_configuration);
   CHECK_THROWS_AS(cospec::fixed_proposer(0, 0), cospec::invalid_configuration);
   cospec::sampling_settings bad;
   bad.top_p = 0.0f;
@@ -400,9 +400,9 @@ TEST_CASE("the logits processor sees each position's own prefix, speculated posi
   };
   const std::vector<synthetic_model_config> configs{{60, 2, 1, 2, 0.8, 2.0}, {60, 2, 1, 3, 0.8, 2.0}};
   cospec::decoder_options options;
-  options.processor = ban_repeats;
   cospec::sampling_settings greedy;
   greedy.temperature = 0.0f;
+  greedy.processor = ban_repeats;
   auto generate = [&](auto speculator, cospec::sampling_settings settings) {
     std::vector<synthetic_model> models{synthetic_model(configs[0]), synthetic_model(configs[1])};
     cospec::decoder decoder(pointers(models), cospec::contrastive_decoding(0.1f), std::move(speculator), settings, options);
@@ -419,6 +419,7 @@ TEST_CASE("the logits processor sees each position's own prefix, speculated posi
   CHECK(std::adjacent_find(text.begin(), text.end()) == text.end());  // no repeats at all
   cospec::sampling_settings sampling;
   sampling.seed = 8;
+  sampling.processor = ban_repeats;
   auto sampled = generate(cospec::alternating({4, 1}), sampling);
   sampled.insert(sampled.end(), {1, 2});
   std::sort(sampled.begin(), sampled.end());
@@ -435,7 +436,7 @@ TEST_CASE("type-erased models decode exactly as concrete ones", "[decoder][any_m
   checking_adapter checked(configs[1]);
   std::vector<cospec::any_model> erased;
   erased.emplace_back(synthetic_model(configs[0]));         // owned
-  erased.emplace_back(cospec::model_ref(checked));          // referred to
+  erased.emplace_back(cospec::ref(checked));                // referred to
   std::vector<cospec::any_model*> models{&erased[0], &erased[1]};
   CHECK(run(models, cospec::weighted_ensemble::uniform(2), cospec::alternating({3, 1}), settings, {1, 2}, 30) == expected);
   CHECK(checked.violations.empty());

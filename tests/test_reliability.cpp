@@ -118,10 +118,10 @@ hostile_outcome run_hostile(method m, const Combiner& combiner, const cospec::sa
     hostile_outcome outcome;
     throwing_processor processor;
     processor.shared->throw_at = h.processor_throws_at;
-    cospec::decoder_options options;
-    options.processor = processor;
+    cospec::sampling_settings processed = settings;
+    processed.processor = processor;
     auto adapters = fresh_adapters(3);
-    cospec::decoder decoder(pointers(adapters), combiner, speculator, settings, options);
+    cospec::decoder decoder(pointers(adapters), combiner, speculator, processed);
     if (h.arm) h.arm(adapters);
 
     std::vector<token_id> committed = prompt;
@@ -152,7 +152,7 @@ hostile_outcome run_hostile(method m, const Combiner& combiner, const cospec::sa
 
     auto fresh_tokens = [&](const std::vector<token_id>& text) {
       auto clean = fresh_adapters(3);
-      cospec::decoder reference(pointers(clean), combiner, speculator, settings, options);
+      cospec::decoder reference(pointers(clean), combiner, speculator, processed);
       return reference.generate(text, limits).tokens;
     };
     CHECK(decoder.generate(prompt, limits).tokens == fresh_tokens(prompt));
@@ -314,7 +314,14 @@ TEST_CASE("every setting that can never work is rejected at construction, naming
     for (auto& a : odd) CHECK(a.feeds + a.truncates == 0);
   }
   SECTION("speculators") {
-    rejects([] { cospec::alternating({3, 0, 2}); }, Contains("gamma of model 1"));
+    rejects([] { cospec::alternating({3, 0, 2}, {}, -0.5f); }, Contains("p_min") && Contains("-0.5"));
+    rejects(
+        [] {
+          cospec::adaptive_options options;
+          options.p_min = 2.0f;
+          cospec::adaptive(2, options);
+        },
+        Contains("p_min") && Contains("2"));
     rejects([&] { build(models, ensemble, cospec::alternating({3, 1})); }, Contains("2 gammas for 3 models"));
     rejects([&] { build(models, ensemble, cospec::alternating({1, 1, 1}, {0, 0, 1})); }, Contains("cost order"));
     rejects([] { cospec::fixed_proposer(0, 0); }, Contains("gamma"));

@@ -4,6 +4,7 @@
 
 #include "cospec/abi.hpp"
 
+#include <cstdio>     // std::snprintf
 #include <stdexcept>  // std::runtime_error
 #include <string>     // std::string
 
@@ -51,5 +52,15 @@ class context_overflow : public error {
  public:
   using error::error;
 };
+
+namespace detail {
+/// A number as printf's %g writes it, for messages: tiny and huge values stay readable
+/// (std::to_string writes 1e-45 as 0.000000).
+inline std::string number_text(double value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.9g", value);
+  return text;
+}
+}  // namespace detail
 
 }  // namespace cospec

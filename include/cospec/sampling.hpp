@@ -6,7 +6,9 @@
 #include <cmath>     // std::isfinite, std::isnan
 #include <cstddef>   // std::size_t
 #include <cstdint>   // std::uint64_t
+#include <functional>  // std::function
 #include <optional>  // std::optional
+#include <span>      // std::span
 #include <string>    // std::to_string
 #include <utility>   // std::pair
 #include <vector>    // std::vector
@@ -15,6 +17,14 @@
 #include "cospec/token.hpp"
 
 namespace cospec::inline COSPEC_ABI_NAMESPACE {
+
+/// A hook applied to the target at every position, with the text before that position
+/// (prompt, committed tokens and, for speculated positions, the proposals in front of it).
+/// It receives the target as non-negative weights (probabilities up to a constant) and may
+/// rescale entries or set them to zero: a logit-space adjustment `a` of token t is
+/// `weights[t] *= exp(a)`, a mask is `weights[t] = 0`. Repetition penalties and grammar
+/// masks belong here. Called once per verified position, in order.
+using logits_processor = std::function<void(std::span<const token_id> prefix, std::span<float> weights)>;
 
 /// How tokens are drawn (docs/combiners.md, "Sampling settings").
 ///
@@ -37,6 +47,8 @@ struct sampling_settings {
   /// The same seed and inputs give the same tokens on every run (docs/engine.md; the one
   /// opt-in exception is adaptive_options::measure_pass_costs).
   std::uint64_t seed = 0;
+  /// Applied to the target at every position (see logits_processor); empty: none.
+  logits_processor processor;
 
   [[nodiscard]] bool greedy() const noexcept { return temperature == 0.0f; }
 };
@@ -47,6 +59,11 @@ inline void validate(const sampling_settings& settings, std::size_t vocabulary_s
   if (!(settings.temperature >= 0.0f) || !std::isfinite(settings.temperature))
     throw invalid_configuration("sampling: temperature must be finite and >= 0 (0 means greedy), got " +
                                 std::to_string(settings.temperature));
+  // The kernels scale logits by 1 / temperature, which overflows for temperatures below
+  // about 2.9e-39: every row would then come out invalid.
+  if (!settings.greedy() && !std::isfinite(1.0f / settings.temperature))
+    throw invalid_configuration("sampling: temperature " + detail::number_text(settings.temperature) +
+                                " is too small for 1 / temperature to be a finite float; use 0 for greedy decoding");
   if (settings.top_k && *settings.top_k == 0)
     throw invalid_configuration("sampling: top_k must be >= 1 (leave it unset to disable it)");
   if (settings.top_p && !(*settings.top_p > 0.0f && *settings.top_p <= 1.0f))

@@ -179,10 +179,9 @@ inline void run_decoder_case(const decoder_case& c) {
     // Always a processor, so that it can be told to throw; the fresh decoders get one too
     // (a processor changes how the target is normalised, hence the tokens).
     detail::case_processor processor{.ban = c.ban_repeats};
-    decoder_options options;
-    options.processor = processor;
+    settings.processor = processor;
     auto adapters = fresh();
-    decoder decoder(pointers(adapters), combiner, speculator, settings, options);
+    decoder decoder(pointers(adapters), combiner, speculator, settings);
 
     std::vector<token_id> text;  // the committed text as the caller knows it
     std::vector<token_id> last_prompt;
@@ -259,9 +258,9 @@ inline void run_decoder_case(const decoder_case& c) {
         if (result->tokens != streamed) throw invariant_violation(where + "returned tokens differ from the streamed ones");
         auto clean = fresh();
         detail::case_processor clean_processor{.ban = c.ban_repeats};
-        decoder_options clean_options;
-        clean_options.processor = clean_processor;
-        cospec::decoder reference(pointers(clean), combiner, speculator, settings, clean_options);
+        sampling_settings clean_settings = settings;
+        clean_settings.processor = clean_processor;
+        cospec::decoder reference(pointers(clean), combiner, speculator, clean_settings);
         limits.on_token = nullptr;
         std::vector<token_id> expected;
         try {

@@ -24,26 +24,24 @@
 
 namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
-/// A hook applied to the target at every position, with the text before that position
-/// (prompt, committed tokens and, for speculated positions, the proposals in front of it).
-/// It receives the target as non-negative weights (probabilities up to a constant) and may
-/// rescale entries or set them to zero: a logit-space adjustment `a` of token t is
-/// `weights[t] *= exp(a)`, a mask is `weights[t] = 0`. Repetition penalties and grammar
-/// masks belong here. Called once per verified position, in order.
-using logits_processor = std::function<void(std::span<const token_id> prefix, std::span<float> weights)>;
-
 /// Evaluates targets for one combiner and one set of sampling settings, reusing its
 /// buffers (no allocation once it has seen the vocabulary size).
 template <combiner Combiner>
 class target_evaluator {
  public:
-  /// `settings` must outlive the evaluator. Its `logit_bias` is read here, once (merged per
-  /// token: merged_logit_bias); the other settings at every call.
+  /// `settings` must outlive the evaluator. Its `logit_bias` and `processor` are read here,
+  /// and again by settings_changed() (the bias merged per token: merged_logit_bias); the
+  /// other settings at every call. A `processor` given here replaces the settings' one.
   target_evaluator(Combiner& combiner, const sampling_settings& settings, logits_processor processor = {})
-      : combiner_(&combiner),
-        settings_(&settings),
-        processor_(std::move(processor)),
-        bias_(settings.logit_bias) {}
+      : combiner_(&combiner), settings_(&settings), own_processor_(std::move(processor)) {
+    settings_changed();
+  }
+
+  /// Re-reads the settings' logit bias and processor (a new request). Allocates.
+  void settings_changed() {
+    bias_ = merged_logit_bias(settings_->logit_bias);
+    processor_ = own_processor_ ? &own_processor_ : settings_->processor ? &settings_->processor : nullptr;
+  }
 
   /// The normalised target r at one position, written to `out`. Throws invalid_logits if the
   /// rows define no distribution or the transforms mask every token.
@@ -51,7 +49,7 @@ class target_evaluator {
   void distribution(logit_rows logits, std::span<const token_id> prefix, std::span<float> out) {
     float sum = combiner_->target_weights(logits, settings_->temperature, out);
     bias_.apply_to_weights(out);
-    if (processor_) processor_(prefix, out);
+    if (processor_) (*processor_)(prefix, out);
     // Bias and processor may move almost all the mass (banning a dominant token): the sum is
     // recomputed rather than updated, which would cancel catastrophically.
     if (processor_ || !bias_.empty()) sum = checked_sum(out);
@@ -100,7 +98,7 @@ class target_evaluator {
   /// The argmax of target weights after the processor (bias already applied), checked.
   token_id processed_argmax(logit_rows logits, std::span<const token_id> prefix, std::span<float> weights) {
     if (processor_) {
-      processor_(prefix, weights);
+      (*processor_)(prefix, weights);
       throw_if_negative(weights);
     }
     const kernels::max_location best = kernels::max_argmax(weights);
@@ -142,7 +140,8 @@ class target_evaluator {
 
   Combiner* combiner_;
   const sampling_settings* settings_;
-  logits_processor processor_;
+  logits_processor own_processor_;
+  const logits_processor* processor_ = nullptr;
   kernels::filter_workspace workspace_;
   merged_logit_bias bias_;
 };

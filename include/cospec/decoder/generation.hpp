@@ -27,8 +27,14 @@ struct generation_limits {
   std::optional<std::uint64_t> seed;
 };
 
-/// Why generate() returned.
-enum class finish_reason { max_new_tokens, stop_token, stop_sequence, stopped_by_callback };
+/// Why generate() returned (or a session's request ended).
+enum class finish_reason {
+  max_new_tokens,
+  stop_token,
+  stop_sequence,
+  stopped_by_callback,
+  cancelled,  ///< session::cancel()
+};
 
 /// Per-model work.
 struct model_statistics {
@@ -38,6 +44,10 @@ struct model_statistics {
   std::size_t logit_rows = 0;      ///< logit rows the adapter produced
   double adapter_seconds = 0.0;    ///< wall time inside this adapter's feed and truncate
   double virtual_time = 0.0;       ///< under decoder_options::pass_costs, else 0
+  /// 1 if the decoder found this model's context changed behind its back at the start of the
+  /// call (its length was not what the decoder left there) and fed it the text again from
+  /// scratch (docs/engine.md, "Models shared with other code").
+  std::size_t resynchronisations = 0;
 };
 
 /// Verification outcomes of one proposer's tokens.

@@ -43,6 +43,11 @@ struct adaptive_options {
   /// greedy output is unaffected). Off by default: the promise of docs/engine.md holds.
   /// Cannot be combined with `pass_costs`.
   bool measure_pass_costs = false;
+  /// Ends a proposer's run early after a token its own distribution gave a probability below
+  /// p_min, as alternating's p_min does (in [0, 1]; 0: never). The run's length is then the
+  /// smaller of the planned one and where confidence fell; the acceptance estimates still see
+  /// every verified token.
+  float p_min = 0.0f;
 };
 
 /// CoS with each invocation's proposal length chosen to maximise expected committed tokens
@@ -78,6 +83,8 @@ class adaptive {
       throw invalid_configuration("adaptive: prior_acceptance must be in (0, 1)");
     if (!(options_.pooling >= 0.0) || !std::isfinite(options_.pooling))
       throw invalid_configuration("adaptive: pooling must be finite and >= 0");
+    if (!(options_.p_min >= 0.0f && options_.p_min <= 1.0f))
+      throw invalid_configuration("adaptive: p_min must be in [0, 1], got " + std::to_string(options_.p_min));
     if (!options_.pass_costs.empty()) {
       if (options_.measure_pass_costs)
         throw invalid_configuration("adaptive: pass costs are given or measured, not both (leave pass_costs empty to "
@@ -105,6 +112,11 @@ class adaptive {
     for (std::size_t model : order_)
       if (!view.scored(model, 0)) return {model, best_gamma(model)};
     return {order_.front(), best_gamma(order_.front())};  // unreachable: the decoder settles first
+  }
+
+  [[nodiscard]] bool wants_confidence() const noexcept { return options_.p_min > 0.0f; }
+  [[nodiscard]] bool continue_proposing(const proposal_confidence& confidence) const noexcept {
+    return confidence.probability >= options_.p_min;
   }
 
   /// Records a verification outcome of `proposer` at position `chain_index` of its run.

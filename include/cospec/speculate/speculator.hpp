@@ -60,7 +60,8 @@ concept speculator_with_next = requires(S& s, const schedule_view& view) {
 /// A Speculator. A type S is a speculator if
 ///  1. `s.check(n)` throws invalid_configuration unless it can schedule n models;
 ///  2. `s.next(view)` returns the next invocation. The chosen model must have something to
-///     do: a token it has not fed, or proposals to make. The decoder asks only when no
+///     do: a token it has not fed, or proposals to make (proposals = 0 makes it a scorer
+///     only); the chain of pending proposals may not grow past session_options::max_pending. The decoder asks only when no
 ///     pending token is scored by every model and the frontier is not scored by every model
 ///     (those cases it settles itself, by verifying or by sampling the target directly).
 /// Whatever a speculator chooses, the output distribution is that of standard
@@ -81,6 +82,28 @@ concept observing_speculator = requires(S& s, std::size_t proposer, std::size_t 
 template <class S>
 concept timing_speculator = requires(S& s, std::size_t model, std::size_t tokens, double seconds) {
   { s.observe_pass(model, tokens, seconds) } -> std::same_as<void>;
+};
+
+/// What a proposer's own distribution said about the token it just proposed: the
+/// probability it gave that token and its largest probability (both at the sampling
+/// temperature; under greedy decoding at temperature 1, where the two are equal).
+struct proposal_confidence {
+  std::size_t proposer;
+  std::size_t chain_index;  ///< position of the token in the proposer's run (0: its first)
+  float probability;
+  float max_probability;
+};
+
+/// Speculators that may end a proposer's run early (llama.cpp's `p_min`, HF's
+/// `assistant_confidence_threshold`): after each proposal, if `wants_confidence()`, the
+/// session calls `continue_proposing(confidence)`, and false ends the run there (the token
+/// just proposed stays proposed). Computing the confidence costs a pass over the row under
+/// greedy decoding, so a policy that would ignore it says so with `wants_confidence()`.
+/// Ending a run never changes the output distribution, only the cost.
+template <class S>
+concept confidence_speculator = requires(S& s, const S& cs, const proposal_confidence& confidence) {
+  { cs.wants_confidence() } -> std::same_as<bool>;
+  { s.continue_proposing(confidence) } -> std::same_as<bool>;
 };
 
 /// Speculators with per-generation state.

@@ -1,0 +1,663 @@
+// The CoS session: the algorithm and its bookkeeping for one sequence, as a state machine that
+// never calls out (docs/engine.md, "Driving a session"; docs/algorithm.md, "Invocations").
+#pragma once
+
+#include "cospec/abi.hpp"
+
+#include <algorithm>  // std::min, std::max, std::equal, std::copy
+#include <cmath>      // std::isfinite
+#include <cstddef>    // std::size_t
+#include <memory>     // std::unique_ptr, std::make_unique
+#include <optional>   // std::optional
+#include <span>       // std::span
+#include <string>     // std::string, std::to_string
+#include <utility>    // std::move
+#include <vector>     // std::vector
+
+#include "cospec/adapters/model_adapter.hpp"
+#include "cospec/combine/combiner.hpp"
+#include "cospec/combine/target.hpp"
+#include "cospec/decoder/generation.hpp"
+#include "cospec/errors.hpp"
+#include "cospec/kernels/reduce.hpp"
+#include "cospec/kernels/sample.hpp"
+#include "cospec/random.hpp"
+#include "cospec/sampling.hpp"
+#include "cospec/speculate/speculator.hpp"
+#include "cospec/token.hpp"
+#include "cospec/verify/verifier.hpp"
+
+namespace cospec::inline COSPEC_ABI_NAMESPACE {
+
+/// Settings of a session (and of a decoder) that are not per request.
+struct session_options {
+  /// Virtual cost of each model's forward passes, one entry per model, for
+  /// generation_statistics::virtual_time; empty means no cost clock.
+  std::vector<pass_cost> pass_costs;
+  /// Largest allowed difference between the models' vocabulary sizes. Models whose sizes
+  /// differ by padding only (Qwen2.5: 151936 and 152064) decode over the shared first ids.
+  std::size_t vocabulary_padding = 256;
+  /// Most proposals that may wait for verification at once. Every pending slot holds a logit
+  /// row per model (and a proposal row), so this bounds the session's memory at
+  /// (max_pending + 1) * (sum of the vocabulary sizes + V) floats. A speculator that proposes
+  /// past it gets a usage_error. The provided policies never come near it (a chain is at most
+  /// the sum of the models' proposal lengths).
+  std::size_t max_pending = 64;
+};
+
+/// What the caller must do next for a session: one forward pass of one model.
+/// 1. If `model`'s context holds more than `keep` tokens, truncate it to `keep` (it never
+///    holds fewer: a model that does was changed behind the session's back).
+/// 2. Feed `tokens` (never empty) in one forward pass, writing the logits after each of the
+///    last rows.size() fed tokens into `rows`, oldest first (each row of the model's own
+///    vocabulary size).
+/// 3. Tell the session: pass_done(), or pass_failed() if anything in 1 or 2 went wrong.
+/// The spans point into the session and stay valid until then.
+struct model_pass {
+  std::size_t model = 0;
+  std::size_t keep = 0;
+  std::span<const token_id> tokens;
+  logit_outputs rows;
+};
+
+/// Collaborative decoding of one sequence over n models combined by `Combiner`, scheduled by
+/// `Speculator`, with no adapter, clock or thread inside: the caller asks what must happen
+/// next (`next_pass`), carries out that forward pass with its own engine, and hands the rows
+/// back (`pass_done`). Between requests the session keeps its buffers (no allocation per token
+/// in the steady state) and the speculator's learned state; every request brings its own
+/// prompt, sampling settings and limits.
+///
+///     session.start(prompt, settings, limits, cached);   // cached[k]: prompt tokens model k holds
+///     while (const model_pass* pass = session.next_pass()) {
+///       run(*pass);                                      // truncate, feed, write rows
+///       session.pass_done();
+///     }
+///     generation_result result = session.take_result();
+///     // then truncate each model k whose context is longer than session.held(k)
+///
+/// Calls out of this order are a usage_error. After any exception thrown by the session, or
+/// after pass_failed(), the request has ended: nothing pending remains, and `held(k)` says
+/// what each model may keep. The session is movable (its state lives on the heap, so the
+/// spans it handed out stay valid across a move) and serves one thread at a time.
+template <combiner Combiner, speculator Speculator>
+class session {
+ public:
+  /// `vocabulary_sizes[k]` is model k's row length. Throws invalid_configuration if the models,
+  /// combiner, speculator and options do not fit together.
+  session(Combiner combiner, Speculator speculator, std::vector<std::size_t> vocabulary_sizes,
+          session_options options = {})
+      : state_(std::make_unique<state>(std::move(combiner), std::move(speculator), std::move(vocabulary_sizes),
+                                       std::move(options))) {}
+
+  session(session&&) noexcept = default;
+  session& operator=(session&&) noexcept = default;
+  session(const session&) = delete;
+  session& operator=(const session&) = delete;
+
+  /// The vocabulary decoded over: the smallest of the models' sizes.
+  [[nodiscard]] std::size_t vocabulary_size() const noexcept { return state_->vocabulary_; }
+  [[nodiscard]] std::size_t model_count() const noexcept { return state_->vocabularies_.size(); }
+  [[nodiscard]] const Speculator& speculator_policy() const noexcept { return state_->speculator_; }
+  [[nodiscard]] const Combiner& combination() const noexcept { return state_->combiner_; }
+
+  /// Starts a request: `prompt` (non-empty, ids < vocabulary_size()), its sampling settings
+  /// and limits (both copied), and `cached[k]`, how many leading prompt tokens model k already
+  /// holds in its context (empty: none). A model keeps at most prompt.size() - 1 of them: the
+  /// first pass of every model must compute logits at the prompt's end. Throws
+  /// invalid_configuration for a bad prompt or settings, usage_error while a request runs.
+  void start(std::span<const token_id> prompt, const sampling_settings& settings, const generation_limits& limits = {},
+             std::span<const std::size_t> cached = {}) {
+    state_->start(prompt, settings, limits, cached);
+  }
+
+  /// The next forward pass the caller must run, or nullptr once the request has finished.
+  /// Everything the algorithm can do without a pass (verification, direct samples, commits,
+  /// stop conditions, the token callback) happens inside. Throws invalid_logits for rows that
+  /// define no distribution and usage_error for a speculator's impossible choice or a call
+  /// out of order; the request has then ended.
+  [[nodiscard]] const model_pass* next_pass() { return state_->next_pass(); }
+
+  /// The pass returned by next_pass() was carried out; `adapter_seconds` (optional) is the
+  /// time it took, for the statistics and for speculators that learn pass costs.
+  void pass_done(double adapter_seconds = 0.0) { state_->pass_done(adapter_seconds); }
+
+  /// The pass failed (the adapter threw, or the caller could not run it). The request ends:
+  /// the failed model may hold anything past `keep` and must be truncated to held(k).
+  void pass_failed() { state_->pass_failed(); }
+
+  /// Ends a running request now (finish_reason::cancelled); committed tokens stay.
+  void cancel() { state_->cancel(); }
+
+  /// Whether a request is running (started, not yet finished or ended by an error).
+  [[nodiscard]] bool running() const noexcept { return state_->phase_ != phase::idle; }
+
+  /// The committed text: prompt and committed tokens (no pending proposal).
+  [[nodiscard]] std::span<const token_id> committed_text() const noexcept {
+    return {state_->text_.data(), state_->committed_};
+  }
+
+  /// How many tokens of committed_text() model k holds (after the caller has done what the
+  /// last pass asked). Once the request has ended, a model whose context is longer must be
+  /// truncated to this length before it serves this text again.
+  [[nodiscard]] std::size_t held(std::size_t model) const noexcept {
+    return std::min(state_->fed_[model], state_->committed_);
+  }
+
+  /// What the running (or last) request has produced so far: tokens and statistics. After a
+  /// request that ended with an error, `reason` means nothing; the tokens are the committed
+  /// ones and the statistics count the work done.
+  [[nodiscard]] const generation_result& result() const noexcept { return state_->result_; }
+
+  /// The finished request's result, moved out. usage_error while a request runs.
+  [[nodiscard]] generation_result take_result() {
+    if (running()) throw usage_error("session: take_result() while a request is running");
+    return std::move(state_->result_);
+  }
+
+ private:
+  enum class phase { idle, deciding, awaiting_pass };
+
+  struct pending_token {
+    token_id token;
+    std::size_t proposer;
+    std::size_t chain_index;  // position in its proposer's run within one invocation
+  };
+
+  /// The invocation being carried out (docs/algorithm.md, "Invocations").
+  struct current_invocation {
+    std::size_t model = 0;
+    std::size_t proposals = 0;
+    std::size_t proposed = 0;        // proposals made so far in it
+    std::size_t rejections = 0;      // statistics.rejections when it began
+    bool progressed = false;         // fed or proposed something
+    bool stopped_early = false;      // the speculator ended the proposer's run
+  };
+
+  struct state {
+    state(Combiner combiner, Speculator speculator, std::vector<std::size_t> vocabulary_sizes, session_options options)
+        : combiner_(std::move(combiner)),
+          speculator_(std::move(speculator)),
+          options_(std::move(options)),
+          target_(combiner_, settings_),
+          vocabularies_(std::move(vocabulary_sizes)) {
+      const std::size_t n = vocabularies_.size();
+      if (n == 0) throw invalid_configuration("decoder: needs at least one model");
+      if (combiner_.model_count() != n)
+        throw invalid_configuration("decoder: the combiner combines " + std::to_string(combiner_.model_count()) +
+                                    " models, but " + std::to_string(n) + " were given");
+      speculator_.check(n);
+      std::size_t smallest = 0, largest = 0;
+      for (std::size_t k = 0; k < n; ++k) {
+        if (vocabularies_[k] == 0)
+          throw invalid_configuration("decoder: model " + std::to_string(k) + " has an empty vocabulary");
+        smallest = k == 0 ? vocabularies_[k] : std::min(smallest, vocabularies_[k]);
+        largest = std::max(largest, vocabularies_[k]);
+      }
+      if (largest - smallest > options_.vocabulary_padding)
+        throw invalid_configuration("decoder: vocabulary sizes " + std::to_string(smallest) + " and " +
+                                    std::to_string(largest) + " differ by more than the allowed padding of " +
+                                    std::to_string(options_.vocabulary_padding));
+      vocabulary_ = smallest;
+      if (!options_.pass_costs.empty() && options_.pass_costs.size() != n)
+        throw invalid_configuration("decoder: " + std::to_string(options_.pass_costs.size()) + " pass costs for " +
+                                    std::to_string(n) + " models");
+      for (std::size_t k = 0; k < options_.pass_costs.size(); ++k) {
+        const pass_cost& cost = options_.pass_costs[k];
+        if (!(std::isfinite(cost.per_pass) && cost.per_pass >= 0.0 && std::isfinite(cost.per_token) &&
+              cost.per_token >= 0.0))
+          throw invalid_configuration("decoder: pass cost of model " + std::to_string(k) +
+                                      " must be finite and >= 0, got " + detail::number_text(cost.per_pass) +
+                                      " per pass and " + detail::number_text(cost.per_token) + " per token");
+      }
+      if (options_.max_pending == 0)
+        throw invalid_configuration("decoder: max_pending must be >= 1 (a proposal must be able to wait for its verifier)");
+      fed_.assign(n, 0);
+      rows_view_.resize(n);
+      target_row_.resize(vocabulary_);
+      logits_.resize(n);
+      reset_slots();
+      grow(std::min<std::size_t>(4, options_.max_pending + 1));
+    }
+
+    // The evaluator points at combiner_ and settings_: the state never moves (it lives behind
+    // the session's unique_ptr).
+    state(const state&) = delete;
+    state& operator=(const state&) = delete;
+
+    // ---- requests -----------------------------------------------------------------------
+
+    void start(std::span<const token_id> prompt, const sampling_settings& settings, const generation_limits& limits,
+               std::span<const std::size_t> cached) {
+      if (phase_ != phase::idle)
+        throw usage_error("session: start() while a request is running (finish it, or cancel() it first)");
+      const std::size_t n = vocabularies_.size();
+      if (!cached.empty() && cached.size() != n)
+        throw usage_error("session: " + std::to_string(cached.size()) + " cached lengths for " + std::to_string(n) +
+                          " models");
+      check_prompt(prompt);
+      validate(settings, vocabulary_);
+      settings_ = settings;
+      target_.settings_changed();
+      limits_ = limits;
+      result_ = generation_result{};
+      // Reserved up front so that committing a token never allocates (bounded for huge limits).
+      result_.tokens.reserve(std::min<std::size_t>(limits_.max_new_tokens, std::size_t{1} << 16));
+      result_.statistics.models.assign(n, model_statistics{});
+      result_.statistics.proposers.assign(n, proposer_statistics{});
+      stop_.reset();
+      invocation_.reset();
+      random_.reseed(limits_.seed.value_or(settings_.seed));
+      if constexpr (resettable_speculator<Speculator>) speculator_.reset();
+      text_.assign(prompt.begin(), prompt.end());
+      committed_ = prompt.size();
+      reset_slots();
+      if (!settings_.greedy() && proposals_.size() < capacity_ * vocabulary_) proposals_.resize(capacity_ * vocabulary_);
+      for (std::size_t k = 0; k < n; ++k) fed_[k] = cached.empty() ? 0 : std::min(cached[k], prompt.size() - 1);
+      if (limits_.max_new_tokens == 0) stop_ = finish_reason::max_new_tokens;
+      phase_ = phase::deciding;
+    }
+
+    const model_pass* next_pass() {
+      if (phase_ == phase::idle) return nullptr;
+      if (phase_ == phase::awaiting_pass)
+        throw usage_error("session: next_pass() before the last pass was reported (pass_done or pass_failed)");
+      try {
+        if (decide()) {
+          phase_ = phase::awaiting_pass;
+          return &pass_;
+        }
+      } catch (...) {
+        end_after_error();
+        throw;
+      }
+      finish();
+      return nullptr;
+    }
+
+    void pass_done(double seconds) {
+      if (phase_ != phase::awaiting_pass) throw usage_error("session: pass_done() without a pass to report");
+      const std::size_t k = pass_.model;
+      const std::size_t end = pass_.keep + pass_.tokens.size();
+      auto& stats = result_.statistics.models[k];
+      stats.adapter_seconds += seconds;
+      ++stats.forward_passes;
+      stats.tokens_fed += pass_.tokens.size();
+      stats.logit_rows += pass_.rows.size();
+      for (std::size_t i = 0; i < pass_.rows.size(); ++i) scored_[(pass_first_slot_ + i) * vocabularies_.size() + k] = 1;
+      fed_[k] = end;
+      if constexpr (timing_speculator<Speculator>) speculator_.observe_pass(k, pass_.tokens.size(), seconds);
+      phase_ = phase::deciding;
+    }
+
+    void pass_failed() {
+      if (phase_ != phase::awaiting_pass) throw usage_error("session: pass_failed() without a pass to report");
+      fed_[pass_.model] = pass_.keep;
+      end_after_error();
+    }
+
+    void cancel() {
+      if (phase_ == phase::idle) return;
+      if (phase_ == phase::awaiting_pass) fed_[pass_.model] = pass_.keep;  // the pass may or may not have run
+      stop_ = finish_reason::cancelled;
+      finish();
+    }
+
+    // ---- text and positions -------------------------------------------------------------
+    // text_ = prompt + committed tokens + pending proposals. committed_ counts the first two.
+    // Slot s (0 <= s <= pending) is position committed_ + s; the last slot is the frontier.
+
+    [[nodiscard]] std::size_t pending_count() const noexcept { return pending_.size(); }
+    [[nodiscard]] std::size_t ring(std::size_t slot) const noexcept { return (head_ + slot) % capacity_; }
+    [[nodiscard]] bool scored(std::size_t model, std::size_t slot) const noexcept {
+      return scored_[slot * vocabularies_.size() + model] != 0;
+    }
+    [[nodiscard]] bool scored_by_all(std::size_t slot) const noexcept {
+      for (std::size_t k = 0; k < vocabularies_.size(); ++k)
+        if (!scored(k, slot)) return false;
+      return true;
+    }
+    [[nodiscard]] std::span<float> logits_row(std::size_t model, std::size_t slot) noexcept {
+      return {logits_[model].data() + ring(slot) * vocabularies_[model], vocabularies_[model]};
+    }
+    [[nodiscard]] std::span<float> proposal_row(std::size_t slot) noexcept {
+      return {proposals_.data() + ring(slot) * vocabulary_, vocabulary_};
+    }
+    [[nodiscard]] schedule_view view() const noexcept {
+      return schedule_view(vocabularies_.size(), pending_count(), scored_, proposers_);
+    }
+
+    /// Makes room for `slots` slots (at most max_pending + 1, the bound of docs/engine.md);
+    /// reallocates (keeping live rows) only when growing.
+    void grow(std::size_t slots) {
+      if (slots <= capacity_) return;
+      const std::size_t capacity = std::max(slots, std::min(2 * capacity_, options_.max_pending + 1));
+      const std::size_t live = capacity_ == 0 ? 0 : pending_count() + 1;
+      for (std::size_t k = 0; k < vocabularies_.size(); ++k) {
+        std::vector<float> rows(capacity * vocabularies_[k]);
+        for (std::size_t s = 0; s < live; ++s) {
+          const auto old = logits_row(k, s);
+          std::copy(old.begin(), old.end(), rows.begin() + static_cast<std::ptrdiff_t>(s * vocabularies_[k]));
+        }
+        logits_[k] = std::move(rows);
+      }
+      if (!proposals_.empty() || !settings_.greedy()) {
+        std::vector<float> rows(capacity * vocabulary_);
+        for (std::size_t s = 0; s < live && !proposals_.empty(); ++s) {
+          const auto old = proposal_row(s);
+          std::copy(old.begin(), old.end(), rows.begin() + static_cast<std::ptrdiff_t>(s * vocabulary_));
+        }
+        proposals_ = std::move(rows);
+      }
+      head_ = 0;
+      capacity_ = capacity;
+      feed_rows_.resize(capacity);
+    }
+
+    void check_prompt(std::span<const token_id> prompt) const {
+      if (prompt.empty()) throw invalid_configuration("generate: the prompt is empty; models need at least one token");
+      for (std::size_t i = 0; i < prompt.size(); ++i)
+        if (prompt[i] < 0 || static_cast<std::size_t>(prompt[i]) >= vocabulary_)
+          throw invalid_configuration("generate: prompt token " + std::to_string(i) + " is " +
+                                      std::to_string(prompt[i]) + ", outside the vocabulary of " +
+                                      std::to_string(vocabulary_));
+    }
+
+    void reset_slots() {
+      pending_.clear();
+      proposers_.clear();
+      scored_.assign(vocabularies_.size(), 0);
+      head_ = 0;
+    }
+
+    /// Drops pending proposals; every model keeps at most the committed text.
+    void drop_pending() noexcept {
+      text_.resize(committed_);
+      reset_slots();
+      for (std::size_t& f : fed_) f = std::min(f, committed_);
+    }
+
+    void finish() {
+      drop_pending();
+      invocation_.reset();
+      result_.reason = stop_.value_or(finish_reason::cancelled);
+      sum_statistics();
+      phase_ = phase::idle;
+    }
+
+    /// The per-call totals of the statistics, from the per-model ones.
+    void sum_statistics() noexcept {
+      auto& stats = result_.statistics;
+      stats.seconds_in_adapters = 0.0;
+      stats.virtual_time = 0.0;
+      for (std::size_t k = 0; k < vocabularies_.size(); ++k) {
+        auto& m = stats.models[k];
+        stats.seconds_in_adapters += m.adapter_seconds;
+        if (!options_.pass_costs.empty()) {
+          m.virtual_time = options_.pass_costs[k].per_pass * static_cast<double>(m.forward_passes) +
+                           options_.pass_costs[k].per_token * static_cast<double>(m.tokens_fed);
+          stats.virtual_time += m.virtual_time;
+        }
+      }
+    }
+
+    /// After an exception or a failed pass: the request ends with nothing pending.
+    void end_after_error() noexcept {
+      drop_pending();
+      invocation_.reset();
+      sum_statistics();
+      phase_ = phase::idle;
+    }
+
+    // ---- the algorithm ------------------------------------------------------------------
+
+    /// Runs the algorithm up to the next forward pass it needs (true, pass_ set) or to the end
+    /// of the request (false).
+    bool decide() {
+      while (true) {
+        settle();
+        if (stop_) return false;
+        if (!invocation_) {
+          const invocation next = speculator_.next(view());
+          const std::size_t k = next.model;
+          if (k >= vocabularies_.size())
+            throw usage_error("speculator chose model " + std::to_string(k) + " of " +
+                              std::to_string(vocabularies_.size()));
+          auto& stats = result_.statistics;
+          ++stats.invocations;
+          ++stats.models[k].invocations;
+          invocation_ = current_invocation{k, next.proposals, 0, stats.rejections, false, false};
+          if (fed_[k] < text_.size()) {
+            invocation_->progressed = true;
+            prepare_pass(k);
+            return true;
+          }
+        }
+        current_invocation& inv = *invocation_;
+        const std::size_t k = inv.model;
+        if (inv.proposed < inv.proposals && !inv.stopped_early && result_.statistics.rejections == inv.rejections) {
+          // Checked before the pass that would score the frontier: a proposal past the bound
+          // is refused without feeding anything for it.
+          if (pending_count() >= options_.max_pending)
+            throw usage_error("speculator: model " + std::to_string(k) + " would make " +
+                              std::to_string(pending_count() + 1) +
+                              " proposals wait for verification, more than max_pending = " +
+                              std::to_string(options_.max_pending) + " (session_options)");
+          if (!scored(k, pending_count())) {
+            if (fed_[k] >= text_.size())
+              throw usage_error("model " + std::to_string(k) + " has no logits at the frontier and nothing to feed");
+            prepare_pass(k);
+            return true;
+          }
+          propose(k, inv);
+          inv.progressed = true;
+          continue;
+        }
+        if (!inv.progressed)
+          throw usage_error("speculator chose model " + std::to_string(k) + ", which had nothing to feed or propose");
+        invocation_.reset();
+      }
+    }
+
+    /// The pass that feeds model k every token of the text it has not seen and scores every
+    /// slot it had not scored, the frontier included.
+    void prepare_pass(std::size_t k) {
+      const std::size_t end = text_.size();
+      const std::size_t before = fed_[k];
+      const std::size_t first = std::max(before + 1, committed_);  // first position whose logits are needed
+      pass_first_slot_ = first - committed_;
+      const std::size_t rows = end - first + 1;
+      grow(pending_count() + 1);
+      for (std::size_t i = 0; i < rows; ++i) feed_rows_[i] = logits_row(k, pass_first_slot_ + i);
+      pass_ = model_pass{k, before, std::span<const token_id>(text_.data() + before, end - before),
+                         logit_outputs(feed_rows_.data(), rows)};
+    }
+
+    /// Model k proposes one token at the frontier from its own distribution there; then the
+    /// speculator may end k's run.
+    void propose(std::size_t k, current_invocation& inv) {
+      const std::size_t slot = pending_count();  // < max_pending: decide() checked
+      const std::span<const float> logits = logits_row(k, slot).first(vocabulary_);
+      token_id token;
+      float probability = 1.0f;
+      float best_probability = 1.0f;
+      constexpr bool asks_confidence = confidence_speculator<Speculator>;
+      bool wants = false;
+      if constexpr (asks_confidence) wants = speculator_.wants_confidence();
+      try {
+        if (settings_.greedy()) {
+          const kernels::max_location best = kernels::max_argmax(logits);
+          if (!std::isfinite(best.value)) throw_invalid_row(k, logits);
+          token = static_cast<token_id>(best.index);
+          if (wants) {
+            // The proposer's temperature-1 probability of its argmax: 1 / sum exp(l - max).
+            probability = best_probability = std::exp(best.value - kernels::log_sum_exp(logits));
+          }
+        } else {
+          const std::span<float> q = proposal_row(slot);
+          combiner_.proposal_distribution(k, logits, settings_.temperature, q);
+          token = static_cast<token_id>(kernels::sample_inverse_cdf(q, random_.uniform(), 1.0));
+          if (wants) {
+            probability = q[static_cast<std::size_t>(token)];
+            best_probability = kernels::max_argmax(q).value;
+          }
+        }
+      } catch (const invalid_logits& e) {
+        throw invalid_logits("position " + std::to_string(text_.size()) + ", " + e.what());
+      }
+      pending_.push_back({token, k, inv.proposed});
+      proposers_.push_back(k);
+      text_.push_back(token);
+      scored_.resize(scored_.size() + vocabularies_.size(), 0);  // the new frontier
+      ++inv.proposed;
+      if constexpr (asks_confidence) {
+        if (wants && !speculator_.continue_proposing(proposal_confidence{k, inv.proposed - 1, probability, best_probability}))
+          inv.stopped_early = true;
+      }
+    }
+
+    /// Verifies every pending token that all models have scored, oldest first, and samples
+    /// the target directly at a frontier that all models have scored with nothing pending.
+    void settle() {
+      while (!stop_) {
+        if (!scored_by_all(0)) return;
+        for (std::size_t k = 0; k < vocabularies_.size(); ++k) rows_view_[k] = logits_row(k, 0).first(vocabulary_);
+        const std::span<const token_id> prefix(text_.data(), committed_);
+        if (pending_count() == 0) {
+          const token_id token = target_token(prefix);
+          ++result_.statistics.direct_samples;
+          text_.push_back(token);
+          advance();
+          emit(token);
+          return;  // nobody has scored the new frontier
+        }
+        const pending_token proposal = pending_.front();
+        verdict outcome{};
+        if (settings_.greedy()) {
+          outcome = verify_greedy(proposal.token, target_token(prefix));
+        } else {
+          target_distribution(prefix);
+          outcome = verifier_.verify(proposal.token, proposal_row(0), target_row_, random_);
+        }
+        record(proposal, outcome.accepted);
+        if (outcome.accepted) {
+          pending_.erase(pending_.begin());
+          proposers_.erase(proposers_.begin());
+          advance();
+          emit(proposal.token);
+          continue;
+        }
+        reject(outcome.token);
+        return;
+      }
+    }
+
+    token_id target_token(std::span<const token_id> prefix) {
+      try {
+        if (settings_.greedy()) return target_.greedy_token(rows_view_, prefix, target_row_);
+        target_.distribution(rows_view_, prefix, target_row_);
+        return static_cast<token_id>(kernels::sample_inverse_cdf(target_row_, random_.uniform(), 1.0));
+      } catch (const invalid_logits& e) {
+        throw invalid_logits("position " + std::to_string(committed_) + ", " + e.what());
+      }
+    }
+
+    void target_distribution(std::span<const token_id> prefix) {
+      try {
+        target_.distribution(rows_view_, prefix, target_row_);
+      } catch (const invalid_logits& e) {
+        throw invalid_logits("position " + std::to_string(committed_) + ", " + e.what());
+      }
+    }
+
+    void record(const pending_token& proposal, bool accepted) {
+      auto& p = result_.statistics.proposers[proposal.proposer];
+      if (p.proposed_at.size() <= proposal.chain_index) {
+        p.proposed_at.resize(proposal.chain_index + 1, 0);
+        p.accepted_at.resize(proposal.chain_index + 1, 0);
+      }
+      ++p.proposed;
+      ++p.proposed_at[proposal.chain_index];
+      if (accepted) {
+        ++p.accepted;
+        ++p.accepted_at[proposal.chain_index];
+      }
+      if constexpr (observing_speculator<Speculator>)
+        speculator_.observe(proposal.proposer, proposal.chain_index, accepted);
+    }
+
+    /// Commits the token in slot 0 (already in text_): slot 1 becomes slot 0.
+    void advance() {
+      ++committed_;
+      head_ = ring(1);
+      scored_.erase(scored_.begin(), scored_.begin() + static_cast<std::ptrdiff_t>(vocabularies_.size()));
+      if (scored_.empty()) scored_.assign(vocabularies_.size(), 0);
+    }
+
+    /// The first pending token was rejected: drop every proposal and commit the replacement.
+    /// Models that fed rejected tokens are rolled back by their next pass (its `keep`).
+    void reject(token_id replacement) {
+      ++result_.statistics.rejections;
+      text_.resize(committed_);
+      text_.push_back(replacement);
+      ++committed_;
+      reset_slots();
+      const std::size_t rejected_position = committed_ - 1;
+      for (std::size_t& f : fed_) f = std::min(f, rejected_position);
+      emit(replacement);
+    }
+
+    /// A token was committed: output, callback and stop conditions.
+    void emit(token_id token) {
+      auto& output = result_.tokens;
+      output.push_back(token);
+      ++result_.statistics.tokens;
+      if (limits_.on_token && !limits_.on_token(token)) stop_ = finish_reason::stopped_by_callback;
+      for (token_id stop : limits_.stop_tokens)
+        if (token == stop) stop_ = finish_reason::stop_token;
+      for (const auto& sequence : limits_.stop_sequences)
+        if (!sequence.empty() && output.size() >= sequence.size() &&
+            std::equal(sequence.begin(), sequence.end(), output.end() - static_cast<std::ptrdiff_t>(sequence.size())))
+          stop_ = finish_reason::stop_sequence;
+      if (!stop_ && output.size() >= limits_.max_new_tokens) stop_ = finish_reason::max_new_tokens;
+    }
+
+    Combiner combiner_;
+    Speculator speculator_;
+    session_options options_;
+    sampling_settings settings_;
+    target_evaluator<Combiner> target_;
+    speculative_verifier verifier_;
+    random_source random_;
+
+    std::vector<std::size_t> vocabularies_;
+    std::size_t vocabulary_ = 0;
+
+    phase phase_ = phase::idle;
+    std::optional<current_invocation> invocation_;
+    model_pass pass_;
+    std::size_t pass_first_slot_ = 0;
+
+    std::vector<token_id> text_;
+    std::size_t committed_ = 0;
+    std::vector<std::size_t> fed_;  // tokens of text_ each model holds once its next pass rolls it back
+    std::vector<pending_token> pending_;
+    std::vector<std::size_t> proposers_;  // pending_[i].proposer, for schedule_view
+    std::vector<unsigned char> scored_;   // (pending + 1) x models, slot-major
+
+    std::size_t capacity_ = 0;                // slots in the rings below
+    std::size_t head_ = 0;                    // ring index of slot 0
+    std::vector<std::vector<float>> logits_;  // per model: capacity_ rows of its vocabulary size
+    std::vector<float> proposals_;            // capacity_ rows of vocabulary_ (once sampling was asked for)
+    std::vector<std::span<float>> feed_rows_;
+    std::vector<std::span<const float>> rows_view_;
+    std::vector<float> target_row_;
+
+    generation_limits limits_;
+    std::optional<finish_reason> stop_;
+    generation_result result_;
+  };
+
+  std::unique_ptr<state> state_;
+};
+
+}  // namespace cospec

@@ -1,0 +1,21 @@
+# Fails unless the ```cpp block that follows the line "<!-- verbatim: EXAMPLE_PATH -->" in DOC
+# is byte-identical to EXAMPLE, so that a complete example in the docs is the program that
+# ctest builds and runs.
+file(READ "${DOC}" doc)
+file(READ "${EXAMPLE}" example)
+string(FIND "${doc}" "<!-- verbatim: ${EXAMPLE_PATH} -->" marker)
+if(marker EQUAL -1)
+  message(FATAL_ERROR "${DOC} has no marker <!-- verbatim: ${EXAMPLE_PATH} -->")
+endif()
+string(SUBSTRING "${doc}" ${marker} -1 rest)
+string(FIND "${rest}" "```cpp\n" start)
+if(start EQUAL -1)
+  message(FATAL_ERROR "${DOC} has no ```cpp block after the marker of ${EXAMPLE_PATH}")
+endif()
+math(EXPR start "${start} + 7")
+string(SUBSTRING "${rest}" ${start} -1 rest)
+string(FIND "${rest}" "```" stop)
+string(SUBSTRING "${rest}" 0 ${stop} snippet)
+if(NOT snippet STREQUAL example)
+  message(FATAL_ERROR "${DOC}'s code block differs from ${EXAMPLE_PATH}")
+endif()
