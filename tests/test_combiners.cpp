@@ -509,19 +509,42 @@ TEST_CASE("greedy_scores has the argmax of the temperature-1 target", "[combiner
 
 namespace {
 
-/// The documented pipeline on top of a combiner's own (float) target: bias, processor, top-k,
-/// top-p, min-p with the scalar reference filters, normalised in double. Starting from the
-/// library's combined row isolates the transforms (the combination is tested above) and makes
-/// the kept set of every filter an exact, rounding-free question.
+/// The documented pipeline on top of a combiner's own (float) target: the processor in logit
+/// space, bias, top-k, top-p, min-p with the scalar reference filters, normalised in double.
+/// Without a processor it starts from the library's combined row, which isolates the
+/// transforms (the combination is tested above) and makes the kept set of every filter an
+/// exact, rounding-free question. With one, the processor is given the target's logits as
+/// documented, computed here in double: for logit arithmetic its raw combination
+/// `raw_logits` (not tempered: the softmax divides by T afterwards), otherwise the log of the
+/// combiner's normalised target at T (tempered: nothing divides it).
 template <class Combiner>
 std::vector<double> reference_transformed_target(Combiner& combiner, cospec::logit_rows rows,
                                                  const cospec::sampling_settings& settings,
                                                  const cospec::logits_processor& processor,
-                                                 std::span<const cospec::token_id> prefix) {
+                                                 std::span<const cospec::token_id> prefix,
+                                                 const std::optional<std::vector<double>>& raw_logits) {
   std::vector<float> weights(rows[0].size());
   combiner.target_weights(rows, settings.temperature, weights);
+  if (processor) {
+    const bool tempered = !raw_logits;
+    std::vector<double> logits(weights.size());
+    if (raw_logits) {
+      logits = *raw_logits;
+    } else {
+      double sum = 0.0;
+      for (float w : weights) sum += w;
+      for (std::size_t j = 0; j < logits.size(); ++j)
+        logits[j] = weights[j] > 0.0f ? std::log(weights[j] / sum) : -std::numeric_limits<double>::infinity();
+    }
+    std::vector<float> processed(logits.begin(), logits.end());
+    processor({prefix, settings.temperature, false, tempered, std::nullopt}, processed);
+    std::vector<double> scaled_logits(processed.begin(), processed.end());
+    if (!tempered)
+      for (double& x : scaled_logits) x /= settings.temperature;
+    const std::vector<double> softmax = reference_softmax(scaled_logits);
+    weights.assign(softmax.begin(), softmax.end());
+  }
   for (const auto& [token, bias] : settings.logit_bias) weights[static_cast<std::size_t>(token)] *= std::exp(bias);
-  if (processor) processor(prefix, weights);
   if (settings.top_k) cospec::kernels::reference::top_k_filter(weights, *settings.top_k);
   if (settings.top_p) cospec::kernels::reference::top_p_filter(weights, *settings.top_p);
   if (settings.min_p) cospec::kernels::reference::min_p_filter(weights, *settings.min_p);
@@ -532,11 +555,20 @@ std::vector<double> reference_transformed_target(Combiner& combiner, cospec::log
   return out;
 }
 
-/// A repetition penalty and a grammar-style ban, as a logits processor would apply them.
+/// What a processor adds to a logit to multiply that token's weight by `factor` (> 0): log f on
+/// a tempered row, T log f on one the softmax divides by T afterwards (greedy rows are at T = 1).
+float log_factor(const cospec::processor_context& context, float factor) {
+  const float temperature = context.tempered || context.greedy ? 1.0f : context.temperature;
+  return temperature * std::log(factor);
+}
+
+/// A repetition penalty (each occurrence in the prefix divides the weight by 4) and a
+/// grammar-style ban, as a logits processor would apply them.
 cospec::logits_processor penalise_prefix_and_ban_token_3() {
-  return [](std::span<const cospec::token_id> prefix, std::span<float> weights) {
-    for (cospec::token_id token : prefix) weights[static_cast<std::size_t>(token) % weights.size()] *= 0.25f;
-    weights[3] = 0.0f;
+  return [](const cospec::processor_context& context, std::span<float> logits) {
+    for (cospec::token_id token : context.prefix)
+      logits[static_cast<std::size_t>(token) % logits.size()] += log_factor(context, 0.25f);
+    logits[3] = minus_infinity;
   };
 }
 
@@ -573,12 +605,15 @@ std::vector<transform_case> transform_cases() {
   s.top_k = 25;
   s.top_p = 0.8f;
   s.min_p = 0.02f;
-  cases.push_back({"bias, processor, top-k, top-p and min-p", s, true});
+  cases.push_back({"processor, bias, top-k, top-p and min-p", s, true});
   return cases;
 }
 
+/// `raw_logits`: for logit arithmetic, the reference combination sum_i w_i l_i the processor
+/// must be given; empty for the other combiners.
 template <class Combiner>
-void check_transforms(Combiner& combiner, model_logits& logits) {
+void check_transforms(Combiner& combiner, model_logits& logits,
+                      const std::optional<std::vector<double>>& raw_logits = std::nullopt) {
   const std::vector<cospec::token_id> prefix{5, 9, 9, 17};
   for (const transform_case& test : transform_cases()) {
     CAPTURE(test.name);
@@ -588,7 +623,7 @@ void check_transforms(Combiner& combiner, model_logits& logits) {
     std::vector<float> out(logits.size());
     evaluator.distribution(logits.rows(), prefix, out);
     const std::vector<double> expected =
-        reference_transformed_target(combiner, logits.rows(), test.settings, processor, prefix);
+        reference_transformed_target(combiner, logits.rows(), test.settings, processor, prefix, raw_logits);
     require_matches_reference(out, 1.0, expected);
     double total = 0.0;
     for (float p : out) total += p;
@@ -598,7 +633,7 @@ void check_transforms(Combiner& combiner, model_logits& logits) {
 
 }  // namespace
 
-TEST_CASE("target_evaluator applies bias, processor, top-k, top-p and min-p to the target and normalises",
+TEST_CASE("target_evaluator applies processor, bias, top-k, top-p and min-p to the target and normalises",
           "[combiners][target]") {
   for (std::size_t size : {std::size_t{33}, std::size_t{1000}, std::size_t{32000}}) {
     CAPTURE(size);
@@ -612,7 +647,8 @@ TEST_CASE("target_evaluator applies bias, processor, top-k, top-p and min-p to t
       INFO("contrastive decoding");
       model_logits logits = model_logits::random(size + 801, 2, size);
       cospec::logit_arithmetic combiner = cospec::contrastive_decoding(0.1f, 0.05f);
-      check_transforms(combiner, logits);
+      check_transforms(combiner, logits,
+                       reference_combined_logits(logits.rows(), {1.0f, -0.1f}, cospec::plausibility_constraint{0, 0.05f}));
     }
     {
       INFO("callable");
@@ -656,8 +692,8 @@ TEST_CASE("a processor that masks every token makes the target invalid", "[combi
   model_logits logits = model_logits::random(12, 2, 33);
   cospec::weighted_ensemble combiner = cospec::weighted_ensemble::uniform(2);
   cospec::sampling_settings settings;
-  auto mask_everything = [](std::span<const cospec::token_id>, std::span<float> weights) {
-    for (float& w : weights) w = 0.0f;
+  auto mask_everything = [](const cospec::processor_context&, std::span<float> logits) {
+    for (float& x : logits) x = minus_infinity;
   };
   cospec::target_evaluator evaluator(combiner, settings, mask_everything);
   std::vector<float> out(33);
@@ -670,45 +706,68 @@ TEST_CASE("a processor that masks every token makes the target invalid", "[combi
                                 Contains("masks every token"));
 }
 
-TEST_CASE("a processor that writes a negative or NaN weight is reported", "[combiners][target]") {
+TEST_CASE("a processor that writes NaN or +inf is reported", "[combiners][target]") {
   model_logits logits = model_logits::random(13, 2, 33);
   cospec::weighted_ensemble combiner = cospec::weighted_ensemble::uniform(2);
   cospec::sampling_settings settings;
-  cospec::target_evaluator evaluator(combiner, settings, [](std::span<const cospec::token_id>, std::span<float> w) {
-    w[7] = -1.0f;
-  });
-  std::vector<float> out(33);
-  COSPEC_REQUIRE_THROWS_AS_WITH(evaluator.distribution(logits.rows(), {}, out), cospec::invalid_logits,
-                                Contains("logits processor") && Contains("token 7"));
+  for (float bad : {not_a_number, infinity}) {
+    CAPTURE(bad);
+    cospec::target_evaluator evaluator(combiner, settings, [bad](const cospec::processor_context&, std::span<float> x) {
+      x[7] = bad;
+    });
+    std::vector<float> out(33);
+    COSPEC_REQUIRE_THROWS_AS_WITH(evaluator.distribution(logits.rows(), {}, out), cospec::invalid_logits,
+                                  Contains("logits processor") && Contains("token 7") &&
+                                      Contains(std::isnan(bad) ? "NaN" : "+inf"));
+  }
 }
 
 namespace {
 
-/// The greedy token of the reference target at T = 1 after bias and processor, and what the
-/// processor must have been given: the target as weights.
+/// The greedy token of the reference target at T = 1 after processor and bias, and what the
+/// processor must have been given: the target in logit space.
 struct greedy_expectation {
   std::vector<double> weights_before_processor;  // normalised
-  std::vector<double> final_weights;
+  std::vector<double> final_weights;             // proportional to the processed, biased target
 };
 
+/// `raw_logits`: for logit arithmetic, the reference combination the processor is given (not
+/// tempered); otherwise it is given log(target), tempered.
 greedy_expectation reference_greedy(std::vector<double> target, const cospec::sampling_settings& settings,
                                     const cospec::logits_processor& processor,
-                                    std::span<const cospec::token_id> prefix) {
-  for (const auto& [token, bias] : settings.logit_bias) target[static_cast<std::size_t>(token)] *= std::exp(bias);
+                                    std::span<const cospec::token_id> prefix,
+                                    const std::optional<std::vector<double>>& raw_logits = std::nullopt) {
   greedy_expectation result;
   double sum = 0.0;
   for (double w : target) sum += w;
   result.weights_before_processor = target;
   for (double& w : result.weights_before_processor) w /= sum;
   std::vector<float> processed(target.size());
-  for (std::size_t j = 0; j < target.size(); ++j) processed[j] = static_cast<float>(target[j] / sum);
-  if (processor) processor(prefix, processed);
-  result.final_weights.assign(processed.begin(), processed.end());
+  for (std::size_t j = 0; j < target.size(); ++j)
+    processed[j] = raw_logits ? static_cast<float>((*raw_logits)[j]) : static_cast<float>(std::log(target[j] / sum));
+  if (processor) processor({prefix, 0.0f, true, !raw_logits, std::nullopt}, processed);
+  std::vector<double> log_weights(processed.begin(), processed.end());
+  for (const auto& [token, bias] : settings.logit_bias) log_weights[static_cast<std::size_t>(token)] += bias;
+  result.final_weights = reference_softmax(log_weights);
   return result;
 }
 
+/// What a processor was given, recorded at its call.
+struct processor_call {
+  std::vector<double> logits;
+  std::vector<cospec::token_id> prefix;
+  float temperature = -1.0f;
+  bool greedy = false;
+  bool tempered = false;
+  std::optional<std::size_t> proposer;
+};
+
+/// `raw_logits` as for reference_greedy; `tempered`: whether the greedy row the library gives
+/// the processor is documented as tempered (unchecked when empty).
 template <class Combiner>
-void check_greedy_token(Combiner& combiner, model_logits& logits, const std::vector<double>& reference_target) {
+void check_greedy_token(Combiner& combiner, model_logits& logits, const std::vector<double>& reference_target,
+                        const std::optional<std::vector<double>>& raw_logits = std::nullopt,
+                        std::optional<bool> tempered = std::nullopt) {
   const std::vector<cospec::token_id> prefix{5, 9};
   const auto best = static_cast<cospec::token_id>(argmax(reference_target));
   cospec::sampling_settings settings;
@@ -732,50 +791,68 @@ void check_greedy_token(Combiner& combiner, model_logits& logits, const std::vec
   }
   {
     INFO("processor");
-    // The processor bans the argmax and penalises the runner-up; it must receive the target as
-    // non-negative weights proportional to the temperature-1 target, whatever the combiner's
-    // score domain.
-    std::vector<double> seen;
-    const cospec::logits_processor processor = [&seen, best](std::span<const cospec::token_id>,
-                                                             std::span<float> weights) {
-      seen.assign(weights.begin(), weights.end());
-      weights[static_cast<std::size_t>(best)] = 0.0f;
-      float& runner_up = weights[argmax(std::span<const float>(weights))];
-      runner_up *= 0.5f;
+    // The processor bans the argmax and halves the runner-up's weight; it must receive the
+    // temperature-1 target in logit space (softmax of what it sees is that target), before the
+    // bias, whatever the combiner's score domain.
+    processor_call seen;
+    const cospec::logits_processor processor = [&seen, best](const cospec::processor_context& context,
+                                                             std::span<float> row) {
+      seen = {std::vector<double>(row.begin(), row.end()),
+              std::vector<cospec::token_id>(context.prefix.begin(), context.prefix.end()),
+              context.temperature,
+              context.greedy,
+              context.tempered,
+              context.proposer};
+      row[static_cast<std::size_t>(best)] = minus_infinity;
+      row[argmax(std::span<const float>(row))] += log_factor(context, 0.5f);
     };
     settings.logit_bias = {{1, 0.5f}};
     cospec::target_evaluator evaluator(combiner, settings, processor);
     const auto chosen = static_cast<std::size_t>(evaluator.greedy_token(logits.rows(), prefix, scratch));
-    const std::vector<double> seen_by_library = seen;  // the reference below calls the processor too
-    const greedy_expectation expected = reference_greedy(reference_target, settings, processor, prefix);
+    const processor_call seen_by_library = seen;  // the reference below calls the processor too
+    const greedy_expectation expected = reference_greedy(reference_target, settings, processor, prefix, raw_logits);
     require_argmax_matches(chosen, expected.final_weights);
-    REQUIRE(seen_by_library.size() == logits.size());
-    double sum = 0.0;
-    for (double w : seen_by_library) {
-      REQUIRE((w >= 0.0 && std::isfinite(w)));
-      sum += w;
+    REQUIRE(seen_by_library.logits.size() == logits.size());
+    REQUIRE(seen_by_library.prefix == prefix);
+    REQUIRE(seen_by_library.greedy);
+    REQUIRE(seen_by_library.temperature == 0.0f);
+    REQUIRE_FALSE(seen_by_library.proposer);
+    if (tempered) REQUIRE(seen_by_library.tempered == *tempered);
+    for (double x : seen_by_library.logits) REQUIRE((std::isfinite(x) || x == -std::numeric_limits<double>::infinity()));
+    const std::vector<double> softmax = reference_softmax(seen_by_library.logits);
+    require_matches_reference(std::vector<float>(softmax.begin(), softmax.end()), 1.0, expected.weights_before_processor);
+    if (raw_logits) {
+      // The raw combination itself, not merely something with the same softmax.
+      for (std::size_t j = 0; j < raw_logits->size(); ++j)
+        REQUIRE(seen_by_library.logits[j] == Approx((*raw_logits)[j]).epsilon(relative_tolerance).margin(1e-4));
+    } else if (seen_by_library.tempered) {
+      // A tempered row is the log of the normalised target: exp of it sums to 1.
+      std::vector<float> exponentials(seen_by_library.logits.size());
+      for (std::size_t j = 0; j < exponentials.size(); ++j)
+        exponentials[j] = static_cast<float>(std::exp(seen_by_library.logits[j]));
+      require_matches_reference(exponentials, 1.0, expected.weights_before_processor);
     }
-    std::vector<float> seen_as_float(seen_by_library.begin(), seen_by_library.end());
-    require_matches_reference(seen_as_float, sum, expected.weights_before_processor);
   }
 }
 
 }  // namespace
 
-TEST_CASE("greedy_token applies bias and processor to the temperature-1 target", "[combiners][target][greedy]") {
+TEST_CASE("greedy_token applies processor and bias to the temperature-1 target", "[combiners][target][greedy]") {
   for (std::size_t size : {std::size_t{33}, std::size_t{1000}, std::size_t{32000}}) {
     CAPTURE(size);
     {
       INFO("weighted ensemble (weights domain)");
       model_logits logits = model_logits::random(size + 1, 2, size);
       cospec::weighted_ensemble combiner({0.6f, 0.4f});
-      check_greedy_token(combiner, logits, reference_weighted_ensemble(logits.rows(), {0.6f, 0.4f}, 1.0));
+      check_greedy_token(combiner, logits, reference_weighted_ensemble(logits.rows(), {0.6f, 0.4f}, 1.0), std::nullopt,
+                         true);
     }
     {
       INFO("contrastive decoding (log domain)");
       model_logits logits = model_logits::random(size + 2, 2, size);
       cospec::logit_arithmetic combiner = cospec::contrastive_decoding(0.1f);
-      check_greedy_token(combiner, logits, reference_logit_arithmetic(logits.rows(), {1.0f, -0.1f}, 1.0));
+      check_greedy_token(combiner, logits, reference_logit_arithmetic(logits.rows(), {1.0f, -0.1f}, 1.0),
+                         reference_combined_logits(logits.rows(), {1.0f, -0.1f}), false);
     }
     {
       INFO("callable (log domain)");
@@ -1018,8 +1095,9 @@ TEST_CASE("validate rejects sampling settings that can never work", "[combiners]
 
 // =============================================================================================
 // Defects an independent checker found (issue 16, part 4): logit bias entries that add up,
-// combinations that overflow a float, processors that write negative weights in greedy
-// decoding, and invalid rows of a model with weight 0.
+// combinations that overflow a float, processors that write invalid values in greedy
+// decoding (then negative weights; now NaN or +inf logits), and invalid rows of a model with
+// weight 0.
 
 namespace {
 
@@ -1215,8 +1293,10 @@ TEST_CASE("logit arithmetic over finite logits whose combination overflows a flo
                              reference_biased(greedy_target, bias));
       settings.logit_bias.clear();
       require_argmax_matches(greedy_of(cospec::logit_arithmetic(c.weights), settings, logits), greedy_target);
-      // A processor is given the exact target as weights.
-      const auto halve_token_0 = [](std::span<const cospec::token_id>, std::span<float> weights) { weights[0] *= 0.5f; };
+      // A processor is given the exact target in logit space (not an overflowed combination).
+      const auto halve_token_0 = [](const cospec::processor_context& context, std::span<float> row) {
+        row[0] += log_factor(context, 0.5f);
+      };
       require_argmax_matches(greedy_of(cospec::logit_arithmetic(c.weights), settings, logits, halve_token_0),
                              reference_biased(greedy_target, {{0, std::log(0.5)}}));
     }
@@ -1228,28 +1308,59 @@ TEST_CASE("logit arithmetic over finite logits whose combination overflows a flo
                             1.0, expected);
 }
 
-TEST_CASE("a processor that writes a negative weight is reported in greedy decoding as in sampling",
+TEST_CASE("a processor that writes NaN or +inf is reported in greedy decoding as in sampling",
           "[combiners][target][greedy]") {
+  // The processor works on logits: NaN and +inf are the values it cannot write (a weight could
+  // not be negative; -inf, a weight of 0, is a mask).
   model_logits logits = model_logits::random(14, 2, 33);
-  const auto negative_at_7 = [](std::span<const cospec::token_id>, std::span<float> w) { w[7] = -1.0f; };
-  const auto minus_infinity_at_7 = [](std::span<const cospec::token_id>, std::span<float> w) { w[7] = minus_infinity; };
-  for (const cospec::logits_processor& processor : {cospec::logits_processor(negative_at_7),
-                                                    cospec::logits_processor(minus_infinity_at_7)}) {
+  for (float bad : {not_a_number, infinity}) {
+    CAPTURE(bad);
+    const auto bad_at_7 = [bad](const cospec::processor_context&, std::span<float> row) { row[7] = bad; };
+    const std::string value = std::isnan(bad) ? "NaN" : "+inf";
     {
       INFO("weighted ensemble (weights domain)");
-      COSPEC_REQUIRE_THROWS_AS_WITH(greedy_of(cospec::weighted_ensemble::uniform(2), {}, logits, processor),
+      COSPEC_REQUIRE_THROWS_AS_WITH(greedy_of(cospec::weighted_ensemble::uniform(2), {}, logits, bad_at_7),
                                     cospec::invalid_logits,
-                                    Contains("logits processor") && Contains("token 7") && Contains(">= 0"));
-      COSPEC_REQUIRE_THROWS_AS_WITH(target_of(cospec::weighted_ensemble::uniform(2), {}, logits, processor),
-                                    cospec::invalid_logits, Contains("logits processor") && Contains("token 7"));
+                                    Contains("logits processor") && Contains("token 7") && Contains(value));
+      COSPEC_REQUIRE_THROWS_AS_WITH(target_of(cospec::weighted_ensemble::uniform(2), {}, logits, bad_at_7),
+                                    cospec::invalid_logits,
+                                    Contains("logits processor") && Contains("token 7") && Contains(value));
     }
     {
       INFO("contrastive decoding (log domain)");
-      COSPEC_REQUIRE_THROWS_AS_WITH(greedy_of(cospec::contrastive_decoding(0.1f), {}, logits, processor),
+      COSPEC_REQUIRE_THROWS_AS_WITH(greedy_of(cospec::contrastive_decoding(0.1f), {}, logits, bad_at_7),
                                     cospec::invalid_logits,
-                                    Contains("logits processor") && Contains("token 7") && Contains(">= 0"));
-      COSPEC_REQUIRE_THROWS_AS_WITH(target_of(cospec::contrastive_decoding(0.1f), {}, logits, processor),
-                                    cospec::invalid_logits, Contains("logits processor") && Contains("token 7"));
+                                    Contains("logits processor") && Contains("token 7") && Contains(value));
+      COSPEC_REQUIRE_THROWS_AS_WITH(target_of(cospec::contrastive_decoding(0.1f), {}, logits, bad_at_7),
+                                    cospec::invalid_logits,
+                                    Contains("logits processor") && Contains("token 7") && Contains(value));
+    }
+  }
+}
+
+TEST_CASE("a processor's -inf masks the token in greedy decoding as in sampling", "[combiners][target][greedy]") {
+  // Once the error case, now a ban: the greedy token is the argmax of the others, and the
+  // target gives the token probability 0 and is the rest renormalised.
+  model_logits logits = model_logits::random(14, 2, 33);
+  const std::vector<double> ensemble = reference_weighted_ensemble(logits.rows(), {0.5f, 0.5f}, 1.0);
+  const std::vector<double> contrastive = reference_logit_arithmetic(logits.rows(), {1.0f, -0.1f}, 1.0);
+  for (const std::size_t token : {std::size_t{7}, argmax(ensemble), argmax(contrastive)}) {
+    CAPTURE(token);
+    const auto ban = [token](const cospec::processor_context&, std::span<float> row) { row[token] = minus_infinity; };
+    const std::vector<std::pair<std::size_t, double>> banned{{token, -std::numeric_limits<double>::infinity()}};
+    {
+      INFO("weighted ensemble (weights domain)");
+      require_argmax_matches(greedy_of(cospec::weighted_ensemble::uniform(2), {}, logits, ban),
+                             reference_biased(ensemble, banned));
+      require_matches_reference(target_of(cospec::weighted_ensemble::uniform(2), {}, logits, ban), 1.0,
+                                reference_biased(ensemble, banned));
+    }
+    {
+      INFO("contrastive decoding (log domain)");
+      require_argmax_matches(greedy_of(cospec::contrastive_decoding(0.1f), {}, logits, ban),
+                             reference_biased(contrastive, banned));
+      require_matches_reference(target_of(cospec::contrastive_decoding(0.1f), {}, logits, ban), 1.0,
+                                reference_biased(contrastive, banned));
     }
   }
 }

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -395,8 +396,8 @@ TEST_CASE("the logits processor sees each position's own prefix, speculated posi
           "[decoder][processor]") {
   // A processor that bans every token already in the prefix: output depends on the right
   // history at every position, so any prefix mix-up breaks greedy identity with standard.
-  auto ban_repeats = [](std::span<const token_id> prefix, std::span<float> weights) {
-    for (token_id t : prefix) weights[static_cast<std::size_t>(t)] = 0.0f;
+  auto ban_repeats = [](const cospec::processor_context& context, std::span<float> logits) {
+    for (token_id t : context.prefix) logits[static_cast<std::size_t>(t)] = -std::numeric_limits<float>::infinity();
   };
   const std::vector<synthetic_model_config> configs{{60, 2, 1, 2, 0.8, 2.0}, {60, 2, 1, 3, 0.8, 2.0}};
   cospec::decoder_options options;

@@ -86,9 +86,10 @@ struct throwing_processor {
   };
   std::shared_ptr<state> shared = std::make_shared<state>();
 
-  void operator()(std::span<const token_id>, std::span<float> weights) const {
+  void operator()(const cospec::processor_context& context, std::span<float> logits) const {
     if (++shared->calls == shared->throw_at) throw std::runtime_error("injected processor failure");
-    weights[0] *= 0.5f;
+    // Halves token 0's weight: log(1/2) in the target's own scale.
+    logits[0] += (context.tempered || context.greedy ? 1.0f : context.temperature) * std::log(0.5f);
   }
 };
 
@@ -621,10 +622,9 @@ TEST_CASE("logits that define no target after the sampling transforms are report
     cospec::decoder decoder(pointers(adapters), cospec::weighted_ensemble::uniform(3), cospec::alternating({3, 1, 2}),
                             settings);
     CHECK_THROWS_MATCHES(decoder.generate(prompt), cospec::invalid_logits,
-                         Catch::Matchers::Message(greedy ? "position 3, the greedy target masks every token (after bias "
-                                                           "and processor)"
-                                                         : "position 3, the target masks every token (after bias, "
-                                                           "processor and filters)"));
+                         Catch::Matchers::Message(greedy ? "position 3, the greedy target masks every token (after bias)"
+                                                         : "position 3, the target masks every token (after penalties, "
+                                                           "processor, bias and filters)"));
     for (auto& a : adapters) CHECK(a.context_is_prefix_of(prompt));
   }
 }
@@ -700,24 +700,33 @@ TEST_CASE("a logit bias of +100 or more forces its token instead of overflowing,
   CHECK(greedy_of(cospec::weighted_ensemble::uniform(2), settings, masked) != 5);
 }
 
-TEST_CASE("a processor that pushes every weight into the subnormals still gives a normalised target",
+TEST_CASE("a processor that shifts every logit far down leaves the target as it was",
           "[reliability][logits]") {
+  // When the processor saw weights, multiplying them all by 1e-43 pushed the target into the
+  // subnormals; in logit space the same intent is a shift, which the softmax undoes.
   const two_rows logits;
-  const auto plain = target_of(cospec::weighted_ensemble::uniform(2), cospec::sampling_settings{}, logits);
-  for (float factor : {1e-38f, 1e-41f, 1e-43f}) {
-    INFO("factor " << factor);
-    const auto shrunk = target_of(cospec::weighted_ensemble::uniform(2), cospec::sampling_settings{}, logits,
-                                  [factor](std::span<const token_id>, std::span<float> weights) {
-                                    for (float& w : weights) w *= factor;
-                                  });
-    double total = 0.0;
-    for (float p : shrunk) {
-      CHECK(std::isfinite(p));
-      total += p;
+  for (const bool arithmetic : {false, true}) {
+    INFO((arithmetic ? "logit arithmetic" : "weighted ensemble"));
+    const auto target = [&](cospec::logits_processor processor) {
+      return arithmetic ? target_of(cospec::logit_arithmetic({1.0f, 0.5f}), cospec::sampling_settings{}, logits,
+                                    std::move(processor))
+                        : target_of(cospec::weighted_ensemble::uniform(2), cospec::sampling_settings{}, logits,
+                                    std::move(processor));
+    };
+    const auto plain = target([](const cospec::processor_context&, std::span<float>) {});
+    for (float shift : {-87.0f, -94.0f, -99.0f, -1e30f}) {
+      INFO("shift " << shift);
+      const auto shifted = target([shift](const cospec::processor_context&, std::span<float> row) {
+        for (float& l : row) l += shift;
+      });
+      double total = 0.0;
+      for (std::size_t j = 0; j < vocabulary; ++j) {
+        CHECK(std::isfinite(shifted[j]));
+        total += shifted[j];
+      }
+      CHECK(total == Approx(1.0).epsilon(1e-5));
+      if (shift > -1e6f)
+        for (std::size_t j = 0; j < vocabulary; ++j) CHECK(shifted[j] == Approx(plain[j]).epsilon(1e-4).margin(1e-7));
     }
-    CHECK(total == Approx(1.0).epsilon(1e-5));
-    // Subnormal weights keep few bits: the largest probabilities survive roughly.
-    const auto largest = static_cast<std::size_t>(std::max_element(plain.begin(), plain.end()) - plain.begin());
-    CHECK(shrunk[largest] > 0.0f);
   }
 }

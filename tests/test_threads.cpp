@@ -83,9 +83,10 @@ job ngram_job(std::shared_ptr<const ngram_statistics> statistics, const characte
     settings.min_p = 0.01f;
     cospec::decoder_options options;
     // A repetition penalty: the processor reads the prefix, so it must see its own thread's text.
-    settings.processor = [](std::span<const token_id> prefix, std::span<float> weights) {
+    settings.processor = [](const cospec::processor_context& context, std::span<float> logits) {
+      const std::span<const token_id> prefix = context.prefix;
       for (std::size_t i = prefix.size() > 8 ? prefix.size() - 8 : 0; i < prefix.size(); ++i)
-        weights[static_cast<std::size_t>(prefix[i])] *= 0.7f;
+        logits[static_cast<std::size_t>(prefix[i])] -= 0.35f;
     };
     const std::vector<token_id> prompt = vocabulary.encode("So each session ");
     if (greedy)

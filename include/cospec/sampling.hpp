@@ -13,28 +13,49 @@
 #include <utility>   // std::pair
 #include <vector>    // std::vector
 
+#include "cospec/combine/penalties.hpp"
 #include "cospec/errors.hpp"
 #include "cospec/token.hpp"
 
 namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
-/// A hook applied to the target at every position, with the text before that position
-/// (prompt, committed tokens and, for speculated positions, the proposals in front of it).
-/// It receives the target as non-negative weights (probabilities up to a constant) and may
-/// rescale entries or set them to zero: a logit-space adjustment `a` of token t is
-/// `weights[t] *= exp(a)`, a mask is `weights[t] = 0`. Repetition penalties and grammar
-/// masks belong here. Called once per verified position, in order.
-using logits_processor = std::function<void(std::span<const token_id> prefix, std::span<float> weights)>;
+/// What a logits processor is told about the row it receives.
+struct processor_context {
+  /// The text before the position: prompt, committed tokens and, for speculated positions,
+  /// the proposals in front of it.
+  std::span<const token_id> prefix;
+  /// The request's temperature (0: greedy) and whether decoding is greedy. Greedy rows are
+  /// at temperature 1 (a factor f on a weight is log f there, whatever `tempered` says).
+  float temperature = 1.0f;
+  bool greedy = false;
+  /// Whether the row already includes the temperature (a mixture's log at temperature T:
+  /// nothing divides it afterwards) or is divided by T after the processor (logit
+  /// arithmetic's combined raw logits, a proposer's raw logits). Greedy rows are at T = 1.
+  bool tempered = false;
+  /// Empty for the combined target; model k when the processor is applied to model k's own
+  /// proposal distribution (sampling_settings::process_proposals).
+  std::optional<std::size_t> proposer;
+};
+
+/// A hook applied, with the position's own prefix, to the combined target in logit space
+/// (docs/combiners.md, "Sampling settings"): for logit arithmetic the combined raw logits
+/// sum_i w_i l_i, for a mixture (or any other combiner) the log of its normalised target.
+/// It may change any entry: add to a logit, set -inf to mask a token (grammars, bans); NaN
+/// and +inf are invalid_logits. Called once per decided position, in order, and, with
+/// process_proposals, once per proposal.
+using logits_processor = std::function<void(const processor_context& context, std::span<float> logits)>;
 
 /// How tokens are drawn (docs/combiners.md, "Sampling settings").
 ///
-/// The target r at every position is the combiner's distribution at `temperature`, then
-/// `logit_bias`, the logits processor (if any), then top-k, top-p and min-p, in that order,
-/// renormalised. Proposals are drawn from each model's own distribution at `temperature`
-/// with no truncation; the verifier tests each against exactly that distribution.
-/// temperature == 0 is greedy: the next token is argmax of the temperature-1 target after
-/// bias and processor (truncation filters never change an argmax), and each proposer
-/// proposes the argmax of its own logits.
+/// The target r at every position is the combiner's distribution at `temperature`; with
+/// penalties or a processor, built in logit space: the penalties, then the processor, then
+/// the softmax; then `logit_bias`, then top-k, top-p and min-p, in that order, renormalised.
+/// Proposals are drawn from each model's own distribution at `temperature` with no
+/// truncation (with `process_proposals`, after penalties, processor and bias too); the
+/// verifier tests each against exactly that distribution. temperature == 0 is greedy: the
+/// next token is argmax of the temperature-1 target after penalties, processor and bias
+/// (truncation filters never change an argmax), and each proposer proposes the argmax of its
+/// own logits (processed likewise with `process_proposals`).
 struct sampling_settings {
   float temperature = 1.0f;
   std::optional<std::size_t> top_k;  ///< keep the k most likely tokens; k >= 1
@@ -47,8 +68,19 @@ struct sampling_settings {
   /// The same seed and inputs give the same tokens on every run (docs/engine.md; the one
   /// opt-in exception is adaptive_options::measure_pass_costs).
   std::uint64_t seed = 0;
-  /// Applied to the target at every position (see logits_processor); empty: none.
+  /// Repetition, frequency and presence penalties on the combined target in logit space,
+  /// with llama.cpp's semantics (docs/combiners.md, "Penalties"); the defaults penalise nothing.
+  penalty_settings penalties;
+  /// Applied to the target at every position, after the penalties (see logits_processor);
+  /// empty: none.
   logits_processor processor;
+  /// Applies the penalties, the processor and the logit bias to each proposer's own
+  /// distribution too, in the target's scale (`proposer` set: raw logits for logit
+  /// arithmetic, the log of the proposer's softmax at T for other combiners). The verifier
+  /// tests every proposal against exactly the distribution it was drawn from, so the output
+  /// is exact either way; what changes is acceptance: tokens the target penalises or bans are
+  /// rarely proposed (docs/benchmarks.md, "Penalties on proposals").
+  bool process_proposals = false;
 
   [[nodiscard]] bool greedy() const noexcept { return temperature == 0.0f; }
 };
@@ -70,6 +102,7 @@ inline void validate(const sampling_settings& settings, std::size_t vocabulary_s
     throw invalid_configuration("sampling: top_p must be in (0, 1], got " + std::to_string(*settings.top_p));
   if (settings.min_p && !(*settings.min_p >= 0.0f && *settings.min_p <= 1.0f))
     throw invalid_configuration("sampling: min_p must be in [0, 1], got " + std::to_string(*settings.min_p));
+  validate(settings.penalties);
   for (const auto& [token, bias] : settings.logit_bias) {
     if (token < 0 || (vocabulary_size != 0 && static_cast<std::size_t>(token) >= vocabulary_size))
       throw invalid_configuration("sampling: logit_bias names token " + std::to_string(token) +

@@ -19,6 +19,7 @@
 #include <cstddef>    // std::size_t
 #include <cstdint>    // std::uint8_t, std::uint64_t
 #include <exception>  // std::exception
+#include <limits>     // std::numeric_limits
 #include <memory>     // std::shared_ptr, std::make_shared
 #include <optional>   // std::optional
 #include <span>       // std::span
@@ -144,9 +145,10 @@ struct case_processor {
   bool ban = false;
   std::shared_ptr<std::size_t> calls = std::make_shared<std::size_t>(0);
   std::shared_ptr<std::size_t> throw_at = std::make_shared<std::size_t>(0);
-  void operator()(std::span<const token_id> prefix, std::span<float> weights) const {
+  void operator()(const processor_context& context, std::span<float> logits) const {
     if (++*calls == *throw_at) throw std::runtime_error("injected processor failure");
-    if (ban && weights.size() > 1) weights[static_cast<std::size_t>(prefix.back())] = 0.0f;
+    if (ban && logits.size() > 1)
+      logits[static_cast<std::size_t>(context.prefix.back())] = -std::numeric_limits<float>::infinity();
   }
 };
 
@@ -177,7 +179,8 @@ inline void run_decoder_case(const decoder_case& c) {
 
   detail::with_decoder_parts(c, [&](auto combiner, auto speculator) {
     // Always a processor, so that it can be told to throw; the fresh decoders get one too
-    // (a processor changes how the target is normalised, hence the tokens).
+    // (with a processor the target is built in logit space, which rounds differently, hence
+    // the tokens).
     detail::case_processor processor{.ban = c.ban_repeats};
     settings.processor = processor;
     auto adapters = fresh();

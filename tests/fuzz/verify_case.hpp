@@ -16,7 +16,7 @@
 
 #include <algorithm>  // std::min, std::max
 #include <bit>        // std::bit_cast
-#include <cmath>      // std::isfinite, std::isnan, std::abs
+#include <cmath>      // std::isfinite, std::isnan, std::abs, std::log
 #include <cstddef>    // std::size_t
 #include <cstdint>    // std::uint8_t, std::uint32_t, std::uint64_t
 #include <cstring>    // std::memcpy
@@ -109,7 +109,9 @@ class byte_reader {
 /// The combination a case uses.
 enum class combiner_kind : std::uint8_t { weighted_ensemble, logit_arithmetic, contrastive, callable };
 
-/// What the case's logits processor does to the target's weights.
+/// What the case's logits processor does to the target, said in weights (run_with applies it
+/// to the logits): multiply one token's weight by processor_factor, keep only one token, mask
+/// every token, multiply every weight by processor_factor.
 enum class processor_kind : std::uint8_t { none, scale_token, keep_only_token, zero_all, scale_all };
 
 /// A decoded case: everything run_verify_case needs, independent of the bytes.
@@ -243,26 +245,33 @@ template <class Combiner>
 void run_with(Combiner combiner, const verify_case& c) {
   const std::size_t size = c.vocabulary;
   const sampling_settings& settings = c.settings;
+  // The processor works on the target's logits: a factor f on a token's weight is log(f)
+  // added to its logit (f = 0: -inf; a negative, NaN or infinite factor writes NaN or +inf,
+  // which the library reports as invalid_logits), a weight of 0 is -inf.
+  const float log_factor = c.processor_factor == 0.0f ? -std::numeric_limits<float>::infinity()
+                                                      : std::log(c.processor_factor);
   logits_processor processor;
   switch (c.processor) {
     case processor_kind::none: break;
     case processor_kind::scale_token:
-      processor = [&c](std::span<const token_id>, std::span<float> w) { w[c.processor_token] *= c.processor_factor; };
+      processor = [&c, log_factor](const processor_context&, std::span<float> logits) {
+        logits[c.processor_token] += log_factor;
+      };
       break;
     case processor_kind::keep_only_token:
-      processor = [&c](std::span<const token_id>, std::span<float> w) {
-        for (std::size_t j = 0; j < w.size(); ++j)
-          if (j != c.processor_token) w[j] = 0.0f;
+      processor = [&c](const processor_context&, std::span<float> logits) {
+        for (std::size_t j = 0; j < logits.size(); ++j)
+          if (j != c.processor_token) logits[j] = -std::numeric_limits<float>::infinity();
       };
       break;
     case processor_kind::zero_all:
-      processor = [](std::span<const token_id>, std::span<float> w) {
-        for (float& x : w) x = 0.0f;
+      processor = [](const processor_context&, std::span<float> logits) {
+        for (float& x : logits) x = -std::numeric_limits<float>::infinity();
       };
       break;
     case processor_kind::scale_all:
-      processor = [&c](std::span<const token_id>, std::span<float> w) {
-        for (float& x : w) x *= c.processor_factor;
+      processor = [log_factor](const processor_context&, std::span<float> logits) {
+        for (float& x : logits) x += log_factor;
       };
       break;
   }

@@ -59,4 +59,14 @@ template <class C>
 concept combiner = std::move_constructible<C> && combiner_with_model_count<C> && combiner_with_sampling_target<C> &&
                    combiner_with_greedy_scores<C> && combiner_with_proposal<C>;
 
+/// Optional: combiners whose target at every temperature T is softmax(z / T) for one row z
+/// of combined logits (logit arithmetic: z = sum_i w_i l_i). `c.target_logits(rows, out)`
+/// writes z. The target is then built in that logit space when penalties or a logits
+/// processor apply (they see z before the temperature, as llama.cpp's samplers see raw
+/// logits); other combiners give them the log of their normalised target at T.
+template <class C>
+concept combiner_with_target_logits = requires(C& c, logit_rows logits, std::span<float> out) {
+  { c.target_logits(logits, out) } -> std::same_as<void>;
+};
+
 }  // namespace cospec

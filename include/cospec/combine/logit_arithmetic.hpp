@@ -86,6 +86,19 @@ class logit_arithmetic {
     return score_domain::log_weights;
   }
 
+  /// The combined logits z = sum_i w_i l_i (constraint applied), whose softmax at T is the
+  /// target at T (combiner_with_target_logits). A combination that overflowed float is
+  /// combined again exactly, shifted so that its largest entry is 0 (combine_exactly): the
+  /// same softmax, which a penalty or processor then sees shifted.
+  void target_logits(logit_rows logits, std::span<float> out) {
+    combine(logits, out);
+    if (std::isfinite(kernels::max_argmax(out).value)) return;
+    // No finite maximum: an invalid row, a combination that masks every token, or one that
+    // overflowed float to +inf somewhere or to -inf everywhere (combine_exactly tells).
+    throw_if_a_row_is_invalid(logits);
+    combine_exactly(logits, out);
+  }
+
   void proposal_distribution(std::size_t model, std::span<const float> logits, float temperature,
                              std::span<float> out) const {
     softmax_proposal(model, logits, temperature, out);

@@ -1,13 +1,17 @@
 // The target distribution at one position: the combiner's output, then the sampling
-// transforms (bias, logits processor, top-k, top-p, min-p), normalised.
+// transforms (penalties and logits processor in logit space, bias, top-k, top-p, min-p),
+// normalised; and, with process_proposals, the same logit-space treatment of a proposer's
+// own distribution.
 #pragma once
 
 #include "cospec/abi.hpp"
 
-#include <cmath>       // std::isfinite, std::isnan
+#include <algorithm>   // std::copy
+#include <cmath>       // std::isfinite, std::isnan, std::log
 #include <cstddef>     // std::size_t
 #include <functional>  // std::function
 #include <limits>      // std::numeric_limits
+#include <optional>    // std::optional
 #include <span>        // std::span
 #include <string>      // std::string, std::to_string
 #include <utility>     // std::move
@@ -15,6 +19,7 @@
 #include "cospec/combine/combiner.hpp"
 #include "cospec/combine/logit_bias.hpp"
 #include "cospec/combine/logit_rows.hpp"
+#include "cospec/combine/penalties.hpp"
 #include "cospec/errors.hpp"
 #include "cospec/kernels/filter.hpp"
 #include "cospec/kernels/reduce.hpp"
@@ -26,42 +31,225 @@ namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 /// Evaluates targets for one combiner and one set of sampling settings, reusing its
 /// buffers (no allocation once it has seen the vocabulary size).
+///
+/// Without penalties and processor the target is built in the combiner's own domain (the
+/// cheap path of docs/benchmarks.md). With either, it is built in logit space: the combined
+/// logits (combiner_with_target_logits: logit arithmetic's raw combination, divided by the
+/// temperature afterwards; otherwise the log of the combiner's normalised target at the
+/// temperature), then penalties, then the processor, then the softmax, then the bias and the
+/// filters.
 template <combiner Combiner>
 class target_evaluator {
  public:
-  /// `settings` must outlive the evaluator. Its `logit_bias` and `processor` are read here,
-  /// and again by settings_changed() (the bias merged per token: merged_logit_bias); the
-  /// other settings at every call. A `processor` given here replaces the settings' one.
+  /// `settings` must outlive the evaluator. Its `logit_bias`, `penalties` and `processor` are
+  /// read here, and again by settings_changed() (the bias merged per token:
+  /// merged_logit_bias); the other settings at every call. A `processor` given here replaces
+  /// the settings' one.
   target_evaluator(Combiner& combiner, const sampling_settings& settings, logits_processor processor = {})
       : combiner_(&combiner), settings_(&settings), own_processor_(std::move(processor)) {
     settings_changed();
   }
 
-  /// Re-reads the settings' logit bias and processor (a new request). Allocates.
+  /// Re-reads the settings' logit bias, penalties and processor (a new request). Allocates.
   void settings_changed() {
     bias_ = merged_logit_bias(settings_->logit_bias);
+    penalties_.set_settings(settings_->penalties);
     processor_ = own_processor_ ? &own_processor_ : settings_->processor ? &settings_->processor : nullptr;
+  }
+
+  /// Whether the target is built in logit space (penalties or a processor).
+  [[nodiscard]] bool in_logit_space() const noexcept { return processor_ != nullptr || penalties_.settings().active(); }
+
+  /// Whether proposals get the target's logit-space treatment (process_proposals, and
+  /// something to apply).
+  [[nodiscard]] bool processes_proposals() const noexcept {
+    return settings_->process_proposals && (in_logit_space() || !bias_.empty());
   }
 
   /// The normalised target r at one position, written to `out`. Throws invalid_logits if the
   /// rows define no distribution or the transforms mask every token.
   /// Precondition: !settings.greedy().
   void distribution(logit_rows logits, std::span<const token_id> prefix, std::span<float> out) {
-    float sum = combiner_->target_weights(logits, settings_->temperature, out);
-    bias_.apply_to_weights(out);
-    if (processor_) (*processor_)(prefix, out);
-    // Bias and processor may move almost all the mass (banning a dominant token): the sum is
-    // recomputed rather than updated, which would cancel catastrophically.
-    if (processor_ || !bias_.empty()) sum = checked_sum(out);
+    float sum = 0.0f;
+    if (in_logit_space()) {
+      const bool tempered = target_logits(logits, settings_->temperature, out);
+      apply_hooks({prefix, settings_->temperature, false, tempered, std::nullopt}, out);
+      const kernels::exp_row_stats stats =
+          kernels::unnormalized_softmax(out, out, tempered ? 1.0f : 1.0f / settings_->temperature);
+      if (!stats.valid())
+        throw_invalid_combination(logits, "the target masks every token (after penalties and the logits processor)");
+      sum = stats.sum;
+      if (!bias_.empty()) {
+        bias_.apply_to_weights(out);
+        sum = checked_sum(out);
+      }
+    } else {
+      sum = combiner_->target_weights(logits, settings_->temperature, out);
+      if (!bias_.empty()) {
+        bias_.apply_to_weights(out);
+        // Bias may move almost all the mass (banning a dominant token): the sum is recomputed
+        // rather than updated, which would cancel catastrophically.
+        sum = checked_sum(out);
+      }
+    }
     if (settings_->top_k) sum = kernels::top_k_filter(out, *settings_->top_k, workspace_);
     if (settings_->top_p) sum = kernels::top_p_filter(out, *settings_->top_p, workspace_);
     if (settings_->min_p) sum = kernels::min_p_filter(out, *settings_->min_p);
     if (!(sum > 0.0f))
-      throw_invalid_combination(logits, "the target masks every token (after bias, processor and filters)");
-    if (!std::isfinite(sum))
-      throw invalid_logits("the target's weights sum to more than the largest float (after bias and processor)");
-    // Bias or processor can push every weight into the subnormals, where 1 / sum overflows:
-    // an exact power-of-two rescale first.
+      throw_invalid_combination(logits, "the target masks every token (after penalties, processor, bias and filters)");
+    normalise(out, sum);
+  }
+
+  /// The greedy token at one position; `scratch` has length V. Throws invalid_logits as
+  /// `distribution` does.
+  token_id greedy_token(logit_rows logits, std::span<const token_id> prefix, std::span<float> scratch) {
+    if (in_logit_space()) {
+      // The same logits as sampling's, at T = 1 (whose argmax is the greedy token).
+      const bool tempered = target_logits(logits, 1.0f, scratch);
+      apply_hooks({prefix, 0.0f, true, tempered, std::nullopt}, scratch);
+      bias_.add_to_log_weights(scratch);
+      return checked_argmax(logits, scratch);
+    }
+    if (combiner_->greedy_scores(logits, scratch) == score_domain::log_weights) {
+      bias_.add_to_log_weights(scratch);
+      const kernels::max_location best = kernels::max_argmax(scratch);
+      if (std::isfinite(best.value)) return static_cast<token_id>(best.index);
+      // The cheap scores define no target. Unless a row is invalid, either bias or the
+      // combination left no token, or combined logits overflowed float (finite inputs near
+      // float max), which the combiner's own temperature-1 target handles exactly: the greedy
+      // token is by definition that target's argmax (docs/combiners.md).
+      throw_if_a_row_is_invalid(logits);
+      combiner_->target_weights(logits, 1.0f, scratch);
+    }
+    bias_.apply_to_weights(scratch);
+    const kernels::max_location best = kernels::max_argmax(scratch);
+    if (std::isfinite(best.value) && best.value > 0.0f) return static_cast<token_id>(best.index);
+    throw_if_a_row_is_invalid(logits);
+    if (const std::optional<std::size_t> bad = first_nan_or_plus_inf(scratch))
+      throw invalid_logits("after logit bias, the greedy target has " +
+                           std::string(std::isnan(scratch[*bad]) ? "NaN" : "+inf") + " at token " + std::to_string(*bad));
+    throw_invalid_combination(logits, "the greedy target masks every token (after bias)");
+  }
+
+  /// Model `model`'s proposal distribution with the target's logit-space treatment
+  /// (processes_proposals()), in the target's own scale: for a combiner with target logits
+  /// its raw logits (divided by T afterwards), for others the log of its softmax at T (as the
+  /// target is the log of the combined distribution), so that a penalty acts on the
+  /// proposal as it acts on the target; then penalties, processor (`proposer` set), softmax,
+  /// bias, normalised into `out`. No truncation filters: they would only save proposals the
+  /// target then rejects. Precondition: !settings.greedy().
+  void processed_proposal(std::size_t model, std::span<const float> logits, std::span<const token_id> prefix,
+                          std::span<float> out) {
+    if (!row_is_valid(logits)) throw_invalid_row(model, logits);
+    const bool tempered = proposal_logits(model, logits, settings_->temperature, out);
+    apply_proposal_hooks(model, {prefix, settings_->temperature, false, tempered, model}, out);
+    const kernels::exp_row_stats stats =
+        kernels::unnormalized_softmax(out, out, tempered ? 1.0f : 1.0f / settings_->temperature);
+    if (!stats.valid())
+      throw invalid_logits("model " + std::to_string(model) +
+                           ": its proposal distribution masks every token (after penalties and the logits processor)");
+    float sum = stats.sum;
+    if (!bias_.empty()) {
+      bias_.apply_to_weights(out);
+      sum = checked_sum(out);
+      if (!(sum > 0.0f))
+        throw invalid_logits("model " + std::to_string(model) + ": its proposal distribution masks every token (after bias)");
+    }
+    normalise(out, sum);
+  }
+
+  /// Model `model`'s greedy proposal with the target's logit-space treatment; `scratch`
+  /// (length V) holds its processed logits afterwards.
+  token_id processed_greedy_proposal(std::size_t model, std::span<const float> logits, std::span<const token_id> prefix,
+                                     std::span<float> scratch) {
+    if (!row_is_valid(logits)) throw_invalid_row(model, logits);
+    const bool tempered = proposal_logits(model, logits, 1.0f, scratch);
+    apply_proposal_hooks(model, {prefix, 0.0f, true, tempered, model}, scratch);
+    bias_.add_to_log_weights(scratch);
+    const kernels::max_location best = kernels::max_argmax(scratch);
+    if (!std::isfinite(best.value))
+      throw invalid_logits("model " + std::to_string(model) +
+                           ": its greedy proposal masks every token (after penalties, processor and bias)");
+    return static_cast<token_id>(best.index);
+  }
+
+ private:
+  /// Writes a proposer's logits in the target's scale (see processed_proposal); returns
+  /// whether they already include the temperature. Precondition: the row is valid.
+  bool proposal_logits(std::size_t model, std::span<const float> logits, float temperature, std::span<float> out) {
+    if constexpr (combiner_with_target_logits<Combiner>) {
+      std::copy(logits.begin(), logits.end(), out.begin());
+      return false;
+    } else {
+      const kernels::exp_row_stats stats = kernels::unnormalized_softmax(logits, out, 1.0f / temperature);
+      if (!stats.valid()) throw_invalid_row(model, logits);
+      const float log_sum = std::log(stats.sum);
+      for (float& w : out)
+        w = w > 0.0f ? std::log(w) - log_sum : -std::numeric_limits<float>::infinity();
+      return true;
+    }
+  }
+
+  /// Writes the target's logits; returns whether they already include the temperature.
+  bool target_logits(logit_rows logits, float temperature, std::span<float> out) {
+    if constexpr (combiner_with_target_logits<Combiner>) {
+      combiner_->target_logits(logits, out);
+      return false;
+    } else {
+      combiner_->target_weights(logits, temperature, out);
+      log_of_normalised(logits, out);
+      return true;
+    }
+  }
+
+  /// weights -> log(weights / sum), in place (0 becomes -inf).
+  static void log_of_normalised(logit_rows logits, std::span<float> row) {
+    double sum = 0.0;
+    for (float w : row) sum += w;
+    if (!(sum > 0.0) || !std::isfinite(sum)) throw_invalid_combination(logits, "the target masks every token");
+    const double log_sum = std::log(sum);
+    for (float& w : row)
+      w = w > 0.0f ? static_cast<float>(std::log(static_cast<double>(w)) - log_sum) : -std::numeric_limits<float>::infinity();
+  }
+
+  /// Penalties, then the processor, on a target's logits; then checks what they wrote.
+  void apply_hooks(const processor_context& context, std::span<float> row) {
+    penalties_.apply(context.prefix, row);
+    if (processor_) (*processor_)(context, row);
+    if (const std::optional<std::size_t> bad = first_nan_or_plus_inf(row))
+      throw invalid_logits("after penalties and the logits processor, the target has " +
+                           std::string(std::isnan(row[*bad]) ? "NaN" : "+inf") + " at token " + std::to_string(*bad));
+  }
+
+  void apply_proposal_hooks(std::size_t model, const processor_context& context, std::span<float> row) {
+    penalties_.apply(context.prefix, row);
+    if (processor_) (*processor_)(context, row);
+    if (const std::optional<std::size_t> bad = first_nan_or_plus_inf(row))
+      throw invalid_logits("model " + std::to_string(model) + ": after penalties and the logits processor, its proposal row has " +
+                           std::string(std::isnan(row[*bad]) ? "NaN" : "+inf") + " at token " + std::to_string(*bad));
+  }
+
+  /// The first entry that is NaN or +inf (one max pass when there is none).
+  static std::optional<std::size_t> first_nan_or_plus_inf(std::span<const float> row) {
+    const float top = kernels::max_argmax(row).value;
+    if (!std::isnan(top) && top != std::numeric_limits<float>::infinity()) return std::nullopt;
+    for (std::size_t j = 0; j < row.size(); ++j)
+      if (std::isnan(row[j]) || row[j] == std::numeric_limits<float>::infinity()) return j;
+    return std::nullopt;
+  }
+
+  /// The argmax of a greedy target's logits (hooks and bias applied), checked.
+  static token_id checked_argmax(logit_rows logits, std::span<const float> row) {
+    const kernels::max_location best = kernels::max_argmax(row);
+    if (std::isfinite(best.value)) return static_cast<token_id>(best.index);
+    throw_invalid_combination(logits, "the greedy target masks every token (after penalties, processor and bias)");
+  }
+
+  /// Scales non-negative weights summing to `sum` (> 0) to sum 1.
+  static void normalise(std::span<float> out, float sum) {
+    if (!std::isfinite(sum)) throw invalid_logits("the target's weights sum to more than the largest float (after bias)");
+    // Bias can push every weight into the subnormals, where 1 / sum overflows: an exact
+    // power-of-two rescale first.
     if (sum < std::numeric_limits<float>::min()) {
       kernels::scale_row(out, 0x1p64f);
       sum *= 0x1p64f;
@@ -71,67 +259,11 @@ class target_evaluator {
     if (sum != 1.0f) kernels::scale_row(out, 1.0f / sum);
   }
 
-  /// The greedy token at one position; `scratch` has length V. Throws invalid_logits as
-  /// `distribution` does, for a processor's negative weight too.
-  token_id greedy_token(logit_rows logits, std::span<const token_id> prefix, std::span<float> scratch) {
-    if (combiner_->greedy_scores(logits, scratch) == score_domain::log_weights) {
-      bias_.add_to_log_weights(scratch);
-      if (!processor_) {
-        const kernels::max_location best = kernels::max_argmax(scratch);
-        if (std::isfinite(best.value)) return static_cast<token_id>(best.index);
-      } else if (kernels::unnormalized_softmax(scratch, scratch).valid()) {
-        // The processor works on weights: exp(s - max) keeps the argmax and the ratios.
-        return processed_argmax(logits, prefix, scratch);
-      }
-      // The cheap scores define no target. Unless a row is invalid, either bias or the
-      // combination left no token, or combined logits overflowed float (finite inputs near
-      // float max), which the combiner's own temperature-1 target handles exactly: the greedy
-      // token is by definition that target's argmax (docs/combiners.md).
-      throw_if_a_row_is_invalid(logits);
-      combiner_->target_weights(logits, 1.0f, scratch);
-    }
-    bias_.apply_to_weights(scratch);
-    return processed_argmax(logits, prefix, scratch);
-  }
-
- private:
-  /// The argmax of target weights after the processor (bias already applied), checked.
-  token_id processed_argmax(logit_rows logits, std::span<const token_id> prefix, std::span<float> weights) {
-    if (processor_) {
-      (*processor_)(prefix, weights);
-      throw_if_negative(weights);
-    }
-    const kernels::max_location best = kernels::max_argmax(weights);
-    if (std::isfinite(best.value) && best.value > 0.0f) return static_cast<token_id>(best.index);
-    if (std::isnan(best.value) || best.value == std::numeric_limits<float>::infinity()) {
-      // A model's row, or else what bias and processor made of the target.
-      throw_if_a_row_is_invalid(logits);
-      for (std::size_t j = 0; j < weights.size(); ++j)
-        if (std::isnan(weights[j]) || weights[j] == std::numeric_limits<float>::infinity())
-          throw invalid_logits("after logit bias and the logits processor, the greedy target has " +
-                               std::string(std::isnan(weights[j]) ? "NaN" : "+inf") + " at token " +
-                               std::to_string(j));
-    }
-    throw_invalid_combination(logits, "the greedy target masks every token (after bias and processor)");
-  }
-
-  /// A processor's negative weight, which the argmax would not notice (NaN and +inf it does).
-  static void throw_if_negative(std::span<const float> weights) {
-    bool negative = false;
-    for (float w : weights) negative |= (w < 0.0f);  // no early exit: the loop vectorises
-    if (!negative) return;
-    for (std::size_t j = 0; j < weights.size(); ++j)
-      if (weights[j] < 0.0f)
-        throw invalid_logits("after logit bias and the logits processor, the greedy target has weight " +
-                             std::to_string(weights[j]) + " at token " + std::to_string(j) +
-                             "; weights must be finite and >= 0");
-  }
-
   static float checked_sum(std::span<const float> weights) {
     double sum = 0.0;
     for (std::size_t j = 0; j < weights.size(); ++j) {
       if (!(weights[j] >= 0.0f) || !std::isfinite(weights[j]))
-        throw invalid_logits("after logit bias and the logits processor, the target has weight " + std::to_string(weights[j]) + " at token " +
+        throw invalid_logits("after logit bias, the target has weight " + std::to_string(weights[j]) + " at token " +
                              std::to_string(j) + "; weights must be finite and >= 0");
       sum += weights[j];
     }
@@ -142,6 +274,7 @@ class target_evaluator {
   const sampling_settings* settings_;
   logits_processor own_processor_;
   const logits_processor* processor_ = nullptr;
+  token_penalties penalties_;
   kernels::filter_workspace workspace_;
   merged_logit_bias bias_;
 };

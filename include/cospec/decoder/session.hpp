@@ -214,6 +214,7 @@ class session {
       fed_.assign(n, 0);
       rows_view_.resize(n);
       target_row_.resize(vocabulary_);
+      proposal_scratch_.resize(vocabulary_);
       logits_.resize(n);
       reset_slots();
       grow(std::min<std::size_t>(4, options_.max_pending + 1));
@@ -483,18 +484,28 @@ class session {
       constexpr bool asks_confidence = confidence_speculator<Speculator>;
       bool wants = false;
       if constexpr (asks_confidence) wants = speculator_.wants_confidence();
+      const bool processed = target_.processes_proposals();
+      const std::span<const token_id> prefix(text_.data(), text_.size());
       try {
         if (settings_.greedy()) {
-          const kernels::max_location best = kernels::max_argmax(logits);
-          if (!std::isfinite(best.value)) throw_invalid_row(k, logits);
-          token = static_cast<token_id>(best.index);
+          std::span<const float> row = logits;
+          if (processed) {
+            token = target_.processed_greedy_proposal(k, logits, prefix, proposal_scratch_);
+            row = proposal_scratch_;
+          } else {
+            const kernels::max_location best = kernels::max_argmax(logits);
+            if (!std::isfinite(best.value)) throw_invalid_row(k, logits);
+            token = static_cast<token_id>(best.index);
+          }
           if (wants) {
-            // The proposer's temperature-1 probability of its argmax: 1 / sum exp(l - max).
-            probability = best_probability = std::exp(best.value - kernels::log_sum_exp(logits));
+            // The proposer's temperature-1 probability of its argmax: exp(l_max - log-sum-exp).
+            probability = best_probability =
+                std::exp(row[static_cast<std::size_t>(token)] - kernels::log_sum_exp(row));
           }
         } else {
           const std::span<float> q = proposal_row(slot);
-          combiner_.proposal_distribution(k, logits, settings_.temperature, q);
+          if (processed) target_.processed_proposal(k, logits, prefix, q);
+          else combiner_.proposal_distribution(k, logits, settings_.temperature, q);
           token = static_cast<token_id>(kernels::sample_inverse_cdf(q, random_.uniform(), 1.0));
           if (wants) {
             probability = q[static_cast<std::size_t>(token)];
@@ -651,6 +662,7 @@ class session {
     std::vector<std::span<float>> feed_rows_;
     std::vector<std::span<const float>> rows_view_;
     std::vector<float> target_row_;
+    std::vector<float> proposal_scratch_;  // a greedy proposer's processed logits
 
     generation_limits limits_;
     std::optional<finish_reason> stop_;
