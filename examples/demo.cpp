@@ -6,6 +6,10 @@
 // table: passes per model, acceptance rates, cost under the paper's cost model (virtual time,
 // with cost ratios like the paper's model pairs), wall time, and speedups over standard.
 // Greedy runs are checked to be token-identical across methods; the program fails if not.
+// --p-min P lets CoS end a proposer's run early (docs/benchmarks.md, "Ending runs early").
+// --repeat-penalty and its companions penalise repeated tokens in every setting, and
+// --process-proposals applies the penalties to the proposers' own distributions too
+// (docs/benchmarks.md, "Penalties on proposals").
 #include <cospec/cospec.hpp>
 
 #include <chrono>
@@ -44,6 +48,10 @@ struct demo_options {
   float ensemble_temperature = 1.0f;
   float mu = 0.1f;
   double latency_us = 20.0;  // simulated pass latency per unit of cost
+  float p_min = 0.0f;        // CoS ends a proposer's run after a token it gave less (0: never)
+  bool details = false;      // print invocations and tokens per invocation too
+  cospec::penalty_settings penalties;  // every setting's; the defaults penalise nothing
+  bool process_proposals = false;      // penalise the proposers' distributions too
 };
 
 const char* const usage = R"(usage: cospec-demo [options]
@@ -59,6 +67,22 @@ const char* const usage = R"(usage: cospec-demo [options]
   --mu M            contrastive strength (default 0.1)
   --latency-us U    simulated forward-pass latency per unit of cost, in microseconds
                     (default 20; 0 runs the n-gram models at their own speed)
+  --p-min P         CoS: a proposer's run ends after a token its own distribution gave a
+                    probability below P, in [0, 1] (default 0: runs are never cut;
+                    docs/engine.md, "Ending a run early"). Matters only for proposal lengths
+                    of 2 or more (the CD settings, and --we-gammas above 1)
+  --details         two more columns: invocations (speculator decisions) and tokens per
+                    invocation
+  --repeat-penalty R     every setting: a token among the last --penalty-last-n has its
+                         logit l divided by R if l > 0, multiplied by R otherwise, llama.cpp's
+                         rule (default 1: off; docs/combiners.md, "Penalties")
+  --penalty-last-n N     the penalty window, in tokens (characters here), prompt included;
+                         0 disables the penalties, -1 counts the whole text (default 64)
+  --frequency-penalty F  subtracted from a windowed token's logit once per occurrence (default 0)
+  --presence-penalty P   subtracted once from a windowed token's logit (default 0)
+  --process-proposals    apply the penalties to each proposer's own distribution too, so that
+                         it does not propose what the penalised target rejects (default off;
+                         sampling_settings::process_proposals)
 )";
 
 template <class T>
@@ -78,6 +102,14 @@ demo_options parse(int argc, char** argv) {
       std::fputs(usage, stdout);
       std::exit(0);
     }
+    if (flag == "--details") {
+      options.details = true;
+      continue;
+    }
+    if (flag == "--process-proposals") {
+      options.process_proposals = true;
+      continue;
+    }
     if (i + 1 >= argc) throw std::invalid_argument("missing value after " + flag);
     const std::string value = argv[++i];
     if (flag == "--tokens") options.tokens = std::stoul(value);
@@ -91,6 +123,11 @@ demo_options parse(int argc, char** argv) {
     else if (flag == "--temperature") options.ensemble_temperature = std::stof(value);
     else if (flag == "--mu") options.mu = std::stof(value);
     else if (flag == "--latency-us") options.latency_us = std::stod(value);
+    else if (flag == "--p-min") options.p_min = std::stof(value);
+    else if (flag == "--repeat-penalty") options.penalties.repeat = std::stof(value);
+    else if (flag == "--penalty-last-n") options.penalties.last_n = std::stoll(value);
+    else if (flag == "--frequency-penalty") options.penalties.frequency = std::stof(value);
+    else if (flag == "--presence-penalty") options.penalties.presence = std::stof(value);
     else throw std::invalid_argument("unknown flag " + flag + "\n" + usage);
   }
   if (options.orders.size() != 3) throw std::invalid_argument("--orders takes three orders");
@@ -98,6 +135,8 @@ demo_options parse(int argc, char** argv) {
       options.ensemble_weights.size() != 2)
     throw std::invalid_argument("--we-gammas, --cd-gammas and --weights take two values");
   if (options.prompts == 0 || options.tokens == 0) throw std::invalid_argument("--prompts and --tokens must be >= 1");
+  if (!(options.p_min >= 0.0f && options.p_min <= 1.0f)) throw std::invalid_argument("--p-min must be in [0, 1]");
+  cospec::validate(options.penalties);  // invalid_configuration names the bad value
   return options;
 }
 
@@ -144,6 +183,7 @@ struct method_run {
   std::size_t tokens = 0;
   std::vector<std::size_t> passes;
   std::vector<std::size_t> proposed, accepted;
+  std::size_t invocations = 0;
   double virtual_time = 0.0;
   double wall_seconds = 0.0;
   std::vector<std::vector<token_id>> outputs;
@@ -175,6 +215,7 @@ method_run run_method(const std::string& method, const setting& s, const std::sh
     const auto result = decoder.generate(prompt, limits);
     const auto& st = result.statistics;
     run.tokens += st.tokens;
+    run.invocations += st.invocations;
     run.virtual_time += st.virtual_time;
     run.wall_seconds += st.seconds_total;
     for (std::size_t k = 0; k < models.size(); ++k) {
@@ -196,8 +237,8 @@ std::vector<method_run> compare(const setting& s, const std::shared_ptr<const ng
                             options.latency_us));
   runs.push_back(run_method("SD", s, stats, combiner, cospec::fixed_proposer(s.sd_proposer, s.sd_gamma), prompts,
                             options.tokens, options.seed, options.latency_us));
-  runs.push_back(run_method("CoS", s, stats, combiner, cospec::alternating(s.cos_gammas), prompts, options.tokens,
-                            options.seed, options.latency_us));
+  runs.push_back(run_method("CoS", s, stats, combiner, cospec::alternating(s.cos_gammas, {}, options.p_min), prompts,
+                            options.tokens, options.seed, options.latency_us));
   return runs;
 }
 
@@ -255,10 +296,12 @@ int main(int argc, char** argv) try {
 
   const std::size_t small = options.orders[0], medium = options.orders[1], large = options.orders[2];
   const float ensemble_temperature = options.ensemble_temperature;
-  auto at = [](float temperature) {
-    return [temperature] {
+  auto at = [&options](float temperature) {
+    return [temperature, penalties = options.penalties, process_proposals = options.process_proposals] {
       cospec::sampling_settings s;
       s.temperature = temperature;
+      s.penalties = penalties;
+      s.process_proposals = process_proposals;
       return s;
     };
   };
@@ -282,8 +325,19 @@ int main(int argc, char** argv) try {
               "mu = %.2f. cost/token: the paper's cost model, a pass of model i costs its share of the ratio whatever\n"
               "the tokens it feeds. Wall time: each pass takes %.0f us per unit of cost (a simulated accelerator).\n\n",
               large, medium, small, static_cast<double>(options.mu), options.latency_us);
-  std::printf("%-28s %-9s %7s %-16s %-15s %11s %8s %9s %8s\n", "setting", "method", "tokens", "passes/model",
+  if (options.p_min > 0.0f)
+    std::printf("CoS: a proposer's run ends after a token it gave a probability below p_min = %.2f.\n\n",
+                static_cast<double>(options.p_min));
+  if (options.penalties.active() || options.process_proposals)
+    std::printf("Penalties (every setting): repeat %.2f, frequency %.2f, presence %.2f over the last %lld tokens;\n"
+                "proposers' own distributions penalised too (process_proposals): %s.\n\n",
+                static_cast<double>(options.penalties.repeat), static_cast<double>(options.penalties.frequency),
+                static_cast<double>(options.penalties.presence), static_cast<long long>(options.penalties.last_n),
+                options.process_proposals ? "yes" : "no");
+  std::printf("%-28s %-9s %7s %-16s %-15s %11s %8s %9s %8s", "setting", "method", "tokens", "passes/model",
               "acceptance", "cost/token", "speedup", "wall ms", "speedup");
+  if (options.details) std::printf(" %11s %8s", "invocations", "tok/inv");
+  std::printf("\n");
   bool identical = true;
   std::size_t greedy_checks = 0;
   std::string ensemble_sample, contrastive_sample;
@@ -299,9 +353,13 @@ int main(int argc, char** argv) try {
       const double standard_cost = standard.virtual_time / static_cast<double>(standard.tokens);
       const double wall = run.wall_seconds / static_cast<double>(run.tokens);
       const double standard_wall = standard.wall_seconds / static_cast<double>(standard.tokens);
-      std::printf("%-28s %-9s %7zu %-16s %-15s %11.2f %7.2fx %9.1f %7.2fx\n", &run == &runs[0] ? s.name.c_str() : "",
+      std::printf("%-28s %-9s %7zu %-16s %-15s %11.2f %7.2fx %9.1f %7.2fx", &run == &runs[0] ? s.name.c_str() : "",
                   run.method.c_str(), run.tokens, join(run.passes, "/").c_str(), acceptance(run).c_str(), cost,
                   standard_cost / cost, run.wall_seconds * 1e3, standard_wall / wall);
+      if (options.details)
+        std::printf(" %11zu %8.2f", run.invocations,
+                    static_cast<double>(run.tokens) / static_cast<double>(run.invocations));
+      std::printf("\n");
     }
     if (s.sampling().greedy()) {
       for (const method_run& run : runs) {

@@ -11,6 +11,10 @@
 // share their weights. With llama2.c checkpoints (--checkpoint, --draft-checkpoint, e.g. the
 // TinyStories stories110M.bin and stories15M.bin) and its tokenizer.bin, the same comparison
 // runs on trained models and prints the text.
+//
+// --repeat-penalty and its companions penalise repeated tokens for every method, and
+// --process-proposals applies them to the proposers' own distributions too (docs/benchmarks.md,
+// "Penalties on proposals").
 #include <algorithm>  // std::min
 #include <chrono>     // std::chrono::steady_clock
 #include <cstddef>    // std::size_t
@@ -52,8 +56,12 @@ struct demo_options {
   float temperature = 0.0f;
   float small_weight = 0.5f;
   float block_scale = 0.1f;
+  float p_min = 0.0f;  // CoS and adaptive end a proposer's run after a token it gave less (0: never)
   std::uint64_t seed = 1;
   bool quick = false;
+  bool details = false;                // print invocations and tokens per invocation too
+  cospec::penalty_settings penalties;  // every method's; the defaults penalise nothing
+  bool process_proposals = false;      // penalise the proposers' distributions too
 };
 
 const char* const usage = R"(usage: cospec-transformer [options]
@@ -63,6 +71,21 @@ const char* const usage = R"(usage: cospec-transformer [options]
   --gamma G[,G...]        the draft's proposal lengths for SD and CoS, each run (default 2)
   --temperature T         0 is greedy and checks token identity (default 0)
   --small-weight W        the draft's weight in the ensemble; the large model has 1 - W (default 0.5)
+  --p-min P               CoS and adaptive: a proposer's run ends after a token its own
+                          distribution gave a probability below P, in [0, 1] (default 0: never;
+                          docs/engine.md, "Ending a run early"); SD is not affected
+  --repeat-penalty R      every method: a token among the last --penalty-last-n has its
+                          logit l divided by R if l > 0, multiplied by R otherwise, llama.cpp's
+                          rule (default 1: off; docs/combiners.md, "Penalties")
+  --penalty-last-n N      the penalty window in tokens, prompt included; 0 disables the
+                          penalties, -1 counts the whole text (default 64)
+  --frequency-penalty F   subtracted from a windowed token's logit once per occurrence (default 0)
+  --presence-penalty P    subtracted once from a windowed token's logit (default 0)
+  --process-proposals     apply the penalties to each proposer's own distribution too, so that
+                          it does not propose what the penalised target rejects (default off;
+                          sampling_settings::process_proposals)
+  --details               two more columns: invocations (speculator decisions) and tokens per
+                          invocation
   --seed S                seed of the weights and prompts (default 1)
   --draft-layers K        layers of the early-exit draft (default 2)
   --block-scale B         seed-built weights: what each block adds to the residual stream (default 0.1)
@@ -85,6 +108,14 @@ demo_options parse(int argc, char** argv) {
       options.quick = true;
       continue;
     }
+    if (flag == "--process-proposals") {
+      options.process_proposals = true;
+      continue;
+    }
+    if (flag == "--details") {
+      options.details = true;
+      continue;
+    }
     if (i + 1 >= argc) {
       std::fprintf(stderr, "%s needs a value\n%s", flag.c_str(), usage);
       std::exit(2);
@@ -105,6 +136,11 @@ demo_options parse(int argc, char** argv) {
       }
       else if (flag == "--temperature") options.temperature = std::stof(value);
       else if (flag == "--small-weight") options.small_weight = std::stof(value);
+      else if (flag == "--p-min") options.p_min = std::stof(value);
+      else if (flag == "--repeat-penalty") options.penalties.repeat = std::stof(value);
+      else if (flag == "--penalty-last-n") options.penalties.last_n = std::stoll(value);
+      else if (flag == "--frequency-penalty") options.penalties.frequency = std::stof(value);
+      else if (flag == "--presence-penalty") options.penalties.presence = std::stof(value);
       else if (flag == "--seed") options.seed = std::stoull(value);
       else if (flag == "--draft-layers") options.draft_layers = std::stoul(value);
       else if (flag == "--block-scale") options.block_scale = std::stof(value);
@@ -123,6 +159,16 @@ demo_options parse(int argc, char** argv) {
   }
   if (options.tokens == 0 || options.prompts == 0 || options.threads == 0) {
     std::fprintf(stderr, "--tokens, --prompts and --threads must be at least 1\n");
+    std::exit(2);
+  }
+  if (!(options.p_min >= 0.0f && options.p_min <= 1.0f)) {
+    std::fprintf(stderr, "--p-min must be in [0, 1]\n");
+    std::exit(2);
+  }
+  try {
+    cospec::validate(options.penalties);
+  } catch (const cospec::invalid_configuration& error) {
+    std::fprintf(stderr, "%s\n", error.what());
     std::exit(2);
   }
   for (const std::size_t gamma : options.gammas)
@@ -178,6 +224,7 @@ struct method_result {
   std::size_t tokens = 0;
   double seconds = 0.0;
   std::size_t small_passes = 0, large_passes = 0;
+  std::size_t invocations = 0;
   std::size_t proposed[2] = {0, 0};
   std::size_t accepted[2] = {0, 0};
 };
@@ -193,6 +240,8 @@ void run_method(method_result& result, Speculator speculator, const model_pair& 
   cospec::sampling_settings sampling;
   sampling.temperature = options.temperature;
   sampling.seed = options.seed;
+  sampling.penalties = options.penalties;
+  sampling.process_proposals = options.process_proposals;
   cospec::decoder decoder(std::vector<transformer*>{&small, &large},
                           cospec::weighted_ensemble({options.small_weight, 1.0f - options.small_weight}),
                           std::move(speculator), sampling);
@@ -206,6 +255,7 @@ void run_method(method_result& result, Speculator speculator, const model_pair& 
   const auto& stats = generated.statistics;
   result.small_passes += stats.models[0].forward_passes;
   result.large_passes += stats.models[1].forward_passes;
+  result.invocations += stats.invocations;
   for (std::size_t k = 0; k < 2; ++k) {
     result.proposed[k] += stats.proposers[k].proposed;
     result.accepted[k] += stats.proposers[k].accepted;
@@ -264,6 +314,15 @@ int main(int argc, char** argv) try {
   std::printf("weighted ensemble %.2f small + %.2f large, %s, %zu prompts x %zu tokens\n\n", options.small_weight,
               1.0f - options.small_weight, options.temperature == 0.0f ? "greedy" : "sampling", prompts.size(),
               options.tokens);
+  if (options.p_min > 0.0f)
+    std::printf("CoS and adaptive: a proposer's run ends after a token it gave a probability below p_min = %.2f\n\n",
+                static_cast<double>(options.p_min));
+  if (options.penalties.active() || options.process_proposals)
+    std::printf("penalties (every method): repeat %.2f, frequency %.2f, presence %.2f over the last %lld tokens;\n"
+                "proposers' own distributions penalised too (process_proposals): %s\n\n",
+                static_cast<double>(options.penalties.repeat), static_cast<double>(options.penalties.frequency),
+                static_cast<double>(options.penalties.presence), static_cast<long long>(options.penalties.last_n),
+                options.process_proposals ? "yes" : "no");
 
   // The methods take turns on each prompt, so that a slow spell of the (shared, noisy)
   // machine does not fall on one method only.
@@ -278,25 +337,31 @@ int main(int argc, char** argv) try {
     run_method(results.front(), cospec::standard{}, pair, team, options, prompt);
     for (std::size_t g = 0; g < options.gammas.size(); ++g) {
       run_method(results[1 + g], cospec::fixed_proposer(0, options.gammas[g]), pair, team, options, prompt);
-      run_method(results[1 + options.gammas.size() + g], cospec::alternating({options.gammas[g], 1}), pair, team,
-                 options, prompt);
+      run_method(results[1 + options.gammas.size() + g], cospec::alternating({options.gammas[g], 1}, {}, options.p_min),
+                 pair, team, options, prompt);
     }
     // Planned with the measured pass costs (wall clock is what this program compares; the
     // price, tokens that may differ between runs when sampling, does not matter to it).
     cospec::adaptive_options measured;
     measured.measure_pass_costs = true;
+    measured.p_min = options.p_min;
     run_method(results.back(), cospec::adaptive(2, measured), pair, team, options, prompt);
   }
 
   const method_result& reference = results.front();
   const double reference_rate = static_cast<double>(reference.tokens) / reference.seconds;
-  std::printf("%-10s %9s %8s %12s %12s %12s %12s\n", "method", "tokens/s", "speedup", "small passes", "large passes",
+  std::printf("%-10s %9s %8s %12s %12s %12s %12s", "method", "tokens/s", "speedup", "small passes", "large passes",
               "small accept", "large accept");
+  if (options.details) std::printf(" %11s %8s", "invocations", "tok/inv");
+  std::printf("\n");
   bool identical = true;
   for (const method_result& r : results) {
     const double rate = static_cast<double>(r.tokens) / r.seconds;
-    std::printf("%-10s %9.2f %7.2fx %12zu %12zu %12s %12s\n", r.name.c_str(), rate, rate / reference_rate,
+    std::printf("%-10s %9.2f %7.2fx %12zu %12zu %12s %12s", r.name.c_str(), rate, rate / reference_rate,
                 r.small_passes, r.large_passes, acceptance(r, 0).c_str(), acceptance(r, 1).c_str());
+    if (options.details)
+      std::printf(" %11zu %8.2f", r.invocations, static_cast<double>(r.tokens) / static_cast<double>(r.invocations));
+    std::printf("\n");
     if (options.temperature == 0.0f && r.outputs != reference.outputs) {
       std::printf("  MISMATCH: %s's greedy output differs from standard decoding's\n", r.name.c_str());
       identical = false;
