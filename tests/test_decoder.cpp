@@ -15,8 +15,11 @@
 #include "models/synthetic_model.hpp"
 #include "support/checking_adapter.hpp"
 #include "support/reference_decoding.hpp"
+#include "support/model_sets.hpp"
 
 namespace {
+
+using cospec::testing::pointers;
 using Catch::Matchers::Contains;
 
 using cospec::token_id;
@@ -49,12 +52,6 @@ struct speculator_without_check {
 static_assert(!cospec::model_adapter<adapter_without_truncate>);
 static_assert(!cospec::model_adapter<adapter_with_wrong_feed>);
 static_assert(!cospec::speculator<speculator_without_check>);
-
-std::vector<synthetic_model*> pointers(std::vector<synthetic_model>& models) {
-  std::vector<synthetic_model*> result;
-  for (auto& m : models) result.push_back(&m);
-  return result;
-}
 
 template <class Model, class Combiner, class Speculator>
 std::vector<token_id> run(std::vector<Model*> models, Combiner combiner, Speculator speculator,

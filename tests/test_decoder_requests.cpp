@@ -24,8 +24,12 @@
 
 #include "models/synthetic_model.hpp"
 #include "support/random_speculator.hpp"
+#include "support/model_sets.hpp"
 
 namespace {
+
+using cospec::testing::models_of;
+using cospec::testing::pointers;
 
 using Catch::Matchers::Contains;
 using cospec::token_id;
@@ -73,20 +77,6 @@ class logging_model {
   std::vector<token_id> context_;
 };
 static_assert(cospec::model_adapter<logging_model>);
-
-template <class Model = synthetic_model>
-std::vector<Model> models_of(const std::vector<synthetic_model_config>& configs) {
-  std::vector<Model> models;
-  for (const auto& config : configs) models.emplace_back(config);
-  return models;
-}
-
-template <class Model>
-std::vector<Model*> pointers(std::vector<Model>& models) {
-  std::vector<Model*> result;
-  for (auto& model : models) result.push_back(&model);
-  return result;
-}
 
 cospec::generation_limits limits_for(std::size_t tokens, std::uint64_t seed) {
   cospec::generation_limits limits;

@@ -29,8 +29,11 @@
 
 #include "models/synthetic_model.hpp"
 #include "support/reference_decoding.hpp"
+#include "support/model_sets.hpp"
 
 namespace {
+
+using cospec::testing::pointers;
 
 using Catch::Matchers::Contains;
 using cospec::token_id;
@@ -738,12 +741,6 @@ TEST_CASE("verifying a processed proposal against its unprocessed distribution i
 // 3. Greedy identity with standard decoding.
 
 namespace {
-
-std::vector<synthetic_model*> pointers(std::vector<synthetic_model>& models) {
-  std::vector<synthetic_model*> result;
-  for (auto& m : models) result.push_back(&m);
-  return result;
-}
 
 template <class Combiner, class Speculator>
 std::vector<token_id> greedy_run(const std::vector<synthetic_model_config>& configs, const Combiner& combiner,

@@ -21,8 +21,11 @@
 
 #include "models/synthetic_model.hpp"
 #include "support/checking_adapter.hpp"
+#include "support/model_sets.hpp"
 
 namespace {
+
+using cospec::testing::pointers;
 
 using Catch::Matchers::Contains;
 using cospec::token_id;
@@ -46,12 +49,6 @@ std::vector<checking_adapter> fresh_adapters(std::size_t n, std::size_t window =
   std::vector<checking_adapter> adapters;
   for (std::size_t k = 0; k < n; ++k) adapters.emplace_back(config(2 + k, window));
   return adapters;
-}
-
-std::vector<checking_adapter*> pointers(std::vector<checking_adapter>& adapters) {
-  std::vector<checking_adapter*> result;
-  for (auto& a : adapters) result.push_back(&a);
-  return result;
 }
 
 // ---- the speculation methods every failure is injected into ---------------------------------

@@ -27,8 +27,13 @@
 #include "support/checking_adapter.hpp"
 #include "support/random_speculator.hpp"
 #include "support/reference_decoding.hpp"
+#include "support/model_sets.hpp"
 
 namespace {
+
+using cospec::testing::models_of;
+using cospec::testing::pointers;
+using cospec::testing::vocabulary_sizes;
 
 using Catch::Matchers::Contains;
 using cospec::token_id;
@@ -70,27 +75,6 @@ static_assert(!std::is_copy_constructible_v<plain_session>);
 static_assert(!std::is_copy_assignable_v<plain_session>);
 
 // ---- models and the caller's side of a pass -----------------------------------------------
-
-template <class Model = synthetic_model>
-std::vector<Model> models_of(const std::vector<synthetic_model_config>& configs) {
-  std::vector<Model> models;
-  for (const auto& config : configs) models.emplace_back(config);
-  return models;
-}
-
-template <class Model>
-std::vector<Model*> pointers(std::vector<Model>& models) {
-  std::vector<Model*> result;
-  for (auto& model : models) result.push_back(&model);
-  return result;
-}
-
-template <class Model>
-std::vector<std::size_t> vocabulary_sizes(const std::vector<Model>& models) {
-  std::vector<std::size_t> sizes;
-  for (const auto& model : models) sizes.push_back(model.vocabulary_size());
-  return sizes;
-}
 
 /// What the caller's engine does with a pass (model_pass, steps 1 and 2).
 template <class Model>

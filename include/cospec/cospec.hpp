@@ -3,6 +3,8 @@
 
 #include "cospec/adapters.hpp"
 #include "cospec/combine.hpp"
+#include "cospec/decoder/batch_decoder.hpp"
+#include "cospec/decoder/batch_schedule.hpp"
 #include "cospec/decoder/decoder.hpp"
 #include "cospec/decoder/generation.hpp"
 #include "cospec/errors.hpp"

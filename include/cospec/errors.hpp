@@ -53,6 +53,14 @@ class context_overflow : public error {
   using error::error;
 };
 
+/// A batch decoder cannot take another request now: its queue of requests waiting for a free
+/// sequence is full (batch_options::max_waiting). Nothing was submitted; the caller may retry
+/// once requests have finished, or turn the request away.
+class capacity_exceeded : public error {
+ public:
+  using error::error;
+};
+
 namespace detail {
 /// A number as printf's %g writes it, for messages: tiny and huge values stay readable
 /// (std::to_string writes 1e-45 as 0.000000).

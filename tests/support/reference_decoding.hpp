@@ -106,13 +106,15 @@ inline std::vector<double> reference_target(const std::vector<examples::syntheti
 }
 
 /// Probability of every continuation of `prompt` of exactly `length` tokens under standard
-/// collaborative decoding, keyed by the continuation.
+/// collaborative decoding, keyed by the continuation; with a `stop` token, continuations end
+/// early at it (as generation_limits::stop_tokens makes them).
 inline std::map<std::vector<token_id>, double> sequence_probabilities(
     const std::vector<examples::synthetic_model_config>& models, const reference_combination& combination,
-    const reference_sampling& sampling, const std::vector<token_id>& prompt, std::size_t length) {
+    const reference_sampling& sampling, const std::vector<token_id>& prompt, std::size_t length,
+    std::optional<token_id> stop = std::nullopt) {
   std::map<std::vector<token_id>, double> result;
   std::function<void(std::vector<token_id>&, double)> walk = [&](std::vector<token_id>& continuation, double p) {
-    if (continuation.size() == length) {
+    if (continuation.size() == length || (stop && !continuation.empty() && continuation.back() == *stop)) {
       result[continuation] = p;
       return;
     }

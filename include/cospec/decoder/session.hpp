@@ -29,6 +29,17 @@
 
 namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
+namespace detail {
+/// Throws invalid_configuration unless `prompt` is non-empty with every id below `vocabulary`.
+inline void check_prompt(std::span<const token_id> prompt, std::size_t vocabulary) {
+  if (prompt.empty()) throw invalid_configuration("generate: the prompt is empty; models need at least one token");
+  for (std::size_t i = 0; i < prompt.size(); ++i)
+    if (prompt[i] < 0 || static_cast<std::size_t>(prompt[i]) >= vocabulary)
+      throw invalid_configuration("generate: prompt token " + std::to_string(i) + " is " + std::to_string(prompt[i]) +
+                                  ", outside the vocabulary of " + std::to_string(vocabulary));
+}
+}  // namespace detail
+
 /// Settings of a session (and of a decoder) that are not per request.
 struct session_options {
   /// Virtual cost of each model's forward passes, one entry per model, for
@@ -235,7 +246,7 @@ class session {
       if (!cached.empty() && cached.size() != n)
         throw usage_error("session: " + std::to_string(cached.size()) + " cached lengths for " + std::to_string(n) +
                           " models");
-      check_prompt(prompt);
+      detail::check_prompt(prompt, vocabulary_);
       validate(settings, vocabulary_);
       settings_ = settings;
       target_.settings_changed();
@@ -352,15 +363,6 @@ class session {
       head_ = 0;
       capacity_ = capacity;
       feed_rows_.resize(capacity);
-    }
-
-    void check_prompt(std::span<const token_id> prompt) const {
-      if (prompt.empty()) throw invalid_configuration("generate: the prompt is empty; models need at least one token");
-      for (std::size_t i = 0; i < prompt.size(); ++i)
-        if (prompt[i] < 0 || static_cast<std::size_t>(prompt[i]) >= vocabulary_)
-          throw invalid_configuration("generate: prompt token " + std::to_string(i) + " is " +
-                                      std::to_string(prompt[i]) + ", outside the vocabulary of " +
-                                      std::to_string(vocabulary_));
     }
 
     void reset_slots() {
