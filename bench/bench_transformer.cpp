@@ -11,7 +11,10 @@
 //               products, the naive batched path, with its own m = 1 ratio;
 //   forward/m:  a whole forward pass of the transformer (norms, rotary embeddings, attention
 //               over a 128-token context, SwiGLU, classifier) feeding m tokens, against the
-//               single-token forward pass in the same iteration.
+//               single-token forward pass in the same iteration;
+//   batched_forward/S/m: one pass of the batched transformer over S sequences of m tokens
+//               each (each after its own 128-token context), against one sequence of one
+//               token in the same iteration.
 // Report medians over repetitions (--benchmark_repetitions=5 --benchmark_report_aggregates_only=true).
 #include <benchmark/benchmark.h>
 
@@ -24,6 +27,7 @@
 #include "transformer/eigen_core.hpp"
 
 #include "transformer/batched_matmul.hpp"
+#include "transformer/batched_transformer.hpp"
 #include "transformer/seeded_weights.hpp"
 #include "transformer/thread_team.hpp"
 #include "transformer/transformer.hpp"
@@ -155,11 +159,61 @@ void BM_forward(benchmark::State& state) {
   state.counters["vs_m1"] = batch_seconds / single_seconds;
 }
 
+// One batched pass of S sequences of m tokens each (every token's logits wanted, as when
+// verifying), each sequence after its own 128-token context, against one sequence of one
+// token in the same iteration (docs/benchmarks.md, "Serving many requests").
+void BM_batched_forward(benchmark::State& state) {
+  const auto sequences = static_cast<std::size_t>(state.range(0));
+  const auto m = static_cast<std::size_t>(state.range(1));
+  static const auto team = std::shared_ptr<thread_team>(&bench_team(), [](thread_team*) {});
+  batched_transformer model(bench_weights(), team, {.layers = 0, .context_limit = 256, .max_sequences = sequences});
+  const std::size_t vocabulary = bench_config().vocab_size;
+  std::vector<cospec::token_id> context(128);
+  for (std::size_t i = 0; i < context.size(); ++i) context[i] = static_cast<cospec::token_id>((i * 7919) % vocabulary);
+  std::vector<cospec::sequence_id> ids;
+  for (std::size_t s = 0; s < sequences; ++s) {
+    ids.push_back(model.create_sequence());
+    const cospec::sequence_feed prompt{ids.back(), context, {}};
+    model.feed(std::span(&prompt, 1));
+  }
+  std::vector<std::vector<float>> storage(sequences * m, std::vector<float>(vocabulary));
+  std::vector<std::span<float>> rows(storage.begin(), storage.end());
+  const std::vector<cospec::token_id> tokens(m, 42);
+  std::vector<cospec::sequence_feed> batch;
+  for (std::size_t s = 0; s < sequences; ++s)
+    batch.push_back({ids[s], tokens, cospec::logit_outputs(rows.data() + s * m, m)});
+  const cospec::sequence_feed single{ids[0], std::span(tokens).first(1), cospec::logit_outputs(rows.data(), 1)};
+  double batch_seconds = 0.0;
+  double single_seconds = 0.0;
+  for (auto _ : state) {
+    auto start = std::chrono::steady_clock::now();
+    model.feed(std::span(&single, 1));
+    single_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    model.truncate(ids[0], context.size());
+    start = std::chrono::steady_clock::now();
+    model.feed(batch);
+    batch_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    for (const cospec::sequence_id id : ids) model.truncate(id, context.size());
+    benchmark::DoNotOptimize(storage.back().data());
+  }
+  const auto iterations = static_cast<double>(state.iterations());
+  state.counters["ms_1x1"] = 1e3 * single_seconds / iterations;
+  state.counters["ms_pass"] = 1e3 * batch_seconds / iterations;
+  state.counters["vs_1x1"] = batch_seconds / single_seconds;
+  state.counters["per_token"] = batch_seconds / single_seconds / static_cast<double>(sequences * m);
+}
+
 void BM_products(benchmark::State& state) { products(state, false); }
 void BM_eigen(benchmark::State& state) { products(state, true); }
 BENCHMARK(BM_products)->Name("products")->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_eigen)->Name("eigen")->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_forward)->Name("forward")->Arg(1)->Arg(2)->Arg(4)->Arg(5)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_batched_forward)
+    ->Name("batched_forward")
+    ->ArgNames({"S", "m"})
+    ->ArgsProduct({{1, 4, 16}, {1, 3}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 

@@ -25,15 +25,13 @@
 #include <stdexcept>  // std::logic_error
 #include <memory>     // std::shared_ptr, std::make_shared
 #include <optional>   // std::optional
-#include <random>     // std::mt19937_64
 #include <string>     // std::string, std::stoul, std::stoull, std::stof, std::to_string
 #include <utility>    // std::move
 #include <vector>     // std::vector
 
 #include <cospec/cospec.hpp>
 
-#include "transformer/checkpoint.hpp"
-#include "transformer/seeded_weights.hpp"
+#include "transformer/demo_models.hpp"
 #include "transformer/thread_team.hpp"
 #include "transformer/tokenizer.hpp"
 #include "transformer/transformer.hpp"
@@ -44,21 +42,16 @@ using cospec::token_id;
 using namespace cospec::examples::llama;
 
 struct demo_options {
-  std::string checkpoint;        // the large model; empty: seed-built
-  std::string draft_checkpoint;  // the small model; empty: early exit of the large one
+  model_source models;
   std::string tokenizer;
   std::string prompt = "Once upon a time";
-  std::size_t draft_layers = 2;
   std::size_t tokens = 64;
   std::size_t prompts = 2;
   std::size_t threads = 2;
   std::vector<std::size_t> gammas{2};  // the draft's proposal lengths for SD and CoS
   float temperature = 0.0f;
   float small_weight = 0.5f;
-  float block_scale = 0.1f;
   float p_min = 0.0f;  // CoS and adaptive end a proposer's run after a token it gave less (0: never)
-  std::uint64_t seed = 1;
-  bool quick = false;
   bool details = false;                // print invocations and tokens per invocation too
   cospec::penalty_settings penalties;  // every method's; the defaults penalise nothing
   bool process_proposals = false;      // penalise the proposers' distributions too
@@ -105,7 +98,7 @@ demo_options parse(int argc, char** argv) {
       std::exit(0);
     }
     if (flag == "--quick") {
-      options.quick = true;
+      options.models.quick = true;
       continue;
     }
     if (flag == "--process-proposals") {
@@ -141,11 +134,11 @@ demo_options parse(int argc, char** argv) {
       else if (flag == "--penalty-last-n") options.penalties.last_n = std::stoll(value);
       else if (flag == "--frequency-penalty") options.penalties.frequency = std::stof(value);
       else if (flag == "--presence-penalty") options.penalties.presence = std::stof(value);
-      else if (flag == "--seed") options.seed = std::stoull(value);
-      else if (flag == "--draft-layers") options.draft_layers = std::stoul(value);
-      else if (flag == "--block-scale") options.block_scale = std::stof(value);
-      else if (flag == "--checkpoint") options.checkpoint = value;
-      else if (flag == "--draft-checkpoint") options.draft_checkpoint = value;
+      else if (flag == "--seed") options.models.seed = std::stoull(value);
+      else if (flag == "--draft-layers") options.models.draft_layers = std::stoul(value);
+      else if (flag == "--block-scale") options.models.block_scale = std::stof(value);
+      else if (flag == "--checkpoint") options.models.checkpoint = value;
+      else if (flag == "--draft-checkpoint") options.models.draft_checkpoint = value;
       else if (flag == "--tokenizer") options.tokenizer = value;
       else if (flag == "--prompt") options.prompt = value;
       else {
@@ -179,45 +172,6 @@ demo_options parse(int argc, char** argv) {
   return options;
 }
 
-transformer_config seeded_config(bool quick) {
-  transformer_config config;
-  config.dim = quick ? 256 : 1024;
-  config.hidden_dim = quick ? 688 : 2816;
-  config.n_layers = quick ? 8 : 12;
-  config.n_heads = quick ? 8 : 16;
-  config.n_kv_heads = 4;
-  config.vocab_size = quick ? 4096 : 32000;
-  config.seq_len = 1024;
-  config.shared_classifier = false;
-  return config;
-}
-
-struct model_pair {
-  std::shared_ptr<const transformer_weights> large;
-  std::shared_ptr<const transformer_weights> small;  // == large for an early-exit draft
-  std::size_t small_layers = 0;
-};
-
-model_pair load_models(const demo_options& options) {
-  model_pair pair;
-  if (!options.checkpoint.empty()) {
-    pair.large = std::make_shared<const transformer_weights>(load_checkpoint(options.checkpoint));
-  } else {
-    seeded_weights_options seeded;
-    seeded.seed = options.seed;
-    seeded.block_scale = options.block_scale;
-    pair.large = std::make_shared<const transformer_weights>(seeded_weights(seeded_config(options.quick), seeded));
-  }
-  if (!options.draft_checkpoint.empty()) {
-    pair.small = std::make_shared<const transformer_weights>(load_checkpoint(options.draft_checkpoint));
-    pair.small_layers = pair.small->config.n_layers;
-  } else {
-    pair.small = pair.large;
-    pair.small_layers = options.draft_layers;
-  }
-  return pair;
-}
-
 struct method_result {
   std::string name;
   std::vector<std::vector<token_id>> outputs;
@@ -239,7 +193,7 @@ void run_method(method_result& result, Speculator speculator, const model_pair& 
   transformer large(pair.large, team, {.layers = 0, .context_limit = 0});
   cospec::sampling_settings sampling;
   sampling.temperature = options.temperature;
-  sampling.seed = options.seed;
+  sampling.seed = options.models.seed;
   sampling.penalties = options.penalties;
   sampling.process_proposals = options.process_proposals;
   cospec::decoder decoder(std::vector<transformer*>{&small, &large},
@@ -275,27 +229,14 @@ int main(int argc, char** argv) try {
   const demo_options options = parse(argc, argv);
   const auto team = std::make_shared<thread_team>(options.threads);
   const auto building = std::chrono::steady_clock::now();
-  const model_pair pair = load_models(options);
+  const model_pair pair = load_models(options.models);
   const transformer_config& large = pair.large->config;
   if (pair.small->config.vocab_size != large.vocab_size) {
     std::fprintf(stderr, "the two checkpoints have different vocabularies (%zu and %zu)\n", pair.small->config.vocab_size,
                  large.vocab_size);
     return 2;
   }
-  std::printf("large model: %zu layers, dim %zu, hidden %zu, %zu/%zu heads, vocabulary %zu: %.0fM parameters (%s)\n",
-              large.n_layers, large.dim, large.hidden_dim, large.n_heads, large.n_kv_heads, large.vocab_size,
-              static_cast<double>(large.parameter_count()) / 1e6,
-              options.checkpoint.empty() ? "built from a seed" : options.checkpoint.c_str());
-  if (pair.small == pair.large)
-    std::printf("small model: its first %zu layers, then its final norm and classifier (early exit, shared weights)\n",
-                pair.small_layers);
-  else
-    std::printf("small model: %s, %zu layers, dim %zu\n", options.draft_checkpoint.c_str(), pair.small_layers,
-                pair.small->config.dim);
-  std::printf("per-token weights read: large %.0f MB, small %.0f MB; %zu threads; built in %.1f s\n",
-              4e-6 * static_cast<double>(large.parameters_read(large.n_layers)),
-              4e-6 * static_cast<double>(pair.small->config.parameters_read(pair.small_layers)), team->size(),
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - building).count());
+  print_models(pair, options.models, *team, building);
 
   std::optional<tokenizer> text_tokenizer;
   std::vector<std::vector<token_id>> prompts;
@@ -304,12 +245,7 @@ int main(int argc, char** argv) try {
     const auto encoded = text_tokenizer->encode(options.prompt, true, false);
     for (std::size_t p = 0; p < options.prompts; ++p) prompts.push_back(encoded);
   } else {
-    std::mt19937_64 random(options.seed);
-    for (std::size_t p = 0; p < options.prompts; ++p) {
-      std::vector<token_id> prompt(8);
-      for (token_id& token : prompt) token = static_cast<token_id>(random() % large.vocab_size);
-      prompts.push_back(prompt);
-    }
+    prompts = random_prompts(options.prompts, large.vocab_size, options.models.seed);
   }
   std::printf("weighted ensemble %.2f small + %.2f large, %s, %zu prompts x %zu tokens\n\n", options.small_weight,
               1.0f - options.small_weight, options.temperature == 0.0f ? "greedy" : "sampling", prompts.size(),

@@ -357,11 +357,14 @@ class batch_decoder {
       stats.virtual_time += cost;
       statistics_.virtual_time += cost;
     }
-    for (std::size_t i : served_) {
-      active_request& r = active_[i];
+    // Each request is charged the pass's time in proportion to the tokens it fed: the
+    // requests' adapter_seconds add up to the batch's, and a speculator that learns pass costs
+    // (adaptive with measure_pass_costs) learns what a request's pass costs it in this batch.
+    for (std::size_t e = 0; e < served_.size(); ++e) {
+      active_request& r = active_[served_[e]];
       r.served = true;
       r.waited = 0;
-      r.decoding.pass_done(seconds);
+      r.decoding.pass_done(seconds * static_cast<double>(batch_[e].tokens.size()) / static_cast<double>(tokens));
       advance(r);
     }
   }
