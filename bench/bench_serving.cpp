@@ -5,6 +5,8 @@
 // each ratio compares runs of the same moment of a shared machine:
 //   tps_<method>:      total tokens per second of all S requests;
 //   vs_std_<method>:   that against standard decoding at the same S, in the same iteration;
+//   clock_<method>:    the same ratio on the cost clock, each pass priced per_pass + per_token *
+//                      tokens with both fitted to passes measured at the start (fit_pass_cost);
 //   p50_s_<method>, worst_s_<method>: per-request latency (submit to end).
 // Run with --benchmark_repetitions=3 --benchmark_report_aggregates_only=true and read the medians.
 #include <benchmark/benchmark.h>
@@ -38,6 +40,8 @@ void BM_serving(benchmark::State& state) {
   setup.temperature = greedy ? 0.0f : 1.0f;
   setup.tokens = 32;
   setup.gamma = 1;
+  setup.pass_costs = {fit_pass_cost(setup.models->small, setup.models->small_layers, setup.team),
+                      fit_pass_cost(setup.models->large, setup.models->large->config.n_layers, setup.team)};
   const auto prompts = random_prompts(requests, setup.models->large->config.vocab_size, 7 + requests);
   for (auto _ : state) {
     const auto runs = serve_every_method(setup, prompts);
@@ -46,6 +50,7 @@ void BM_serving(benchmark::State& state) {
       const std::string name = short_name(run.method);
       state.counters["tps_" + name] = run.tokens_per_second();
       state.counters["vs_std_" + name] = run.tokens_per_second() / reference;
+      state.counters["clock_" + name] = runs.front().virtual_time / run.virtual_time;
       state.counters["p50_s_" + name] = run.latency(0.5);
       state.counters["worst_s_" + name] = run.latency(1.0);
       if (run.failed || (greedy && run.outputs != runs.front().outputs))

@@ -150,6 +150,14 @@ int main(int argc, char** argv) try {
   }
   options.setup.models = &pair;
   print_models(pair, options.models, *options.setup.team, building);
+  // The cost clock, priced from measured passes: what each method should gain if a pass cost
+  // exactly per_pass + per_token * tokens.
+  options.setup.pass_costs = {fit_pass_cost(pair.small, pair.small_layers, options.setup.team),
+                              fit_pass_cost(pair.large, pair.large->config.n_layers, options.setup.team)};
+  std::printf("cost clock fitted to measured passes: small %.2f ms + %.2f ms per token, large %.2f ms + %.2f ms per "
+              "token\n",
+              1e3 * options.setup.pass_costs[0].per_pass, 1e3 * options.setup.pass_costs[0].per_token,
+              1e3 * options.setup.pass_costs[1].per_pass, 1e3 * options.setup.pass_costs[1].per_token);
   const bool greedy = options.setup.temperature == 0.0f;
   std::printf("weighted ensemble %.2f small + %.2f large, %s, %zu tokens per request; adaptive plans with the pass "
               "costs it measures\n",
@@ -162,14 +170,15 @@ int main(int argc, char** argv) try {
     const auto runs = serve_every_method(options.setup, prompts);
     const serving_run& reference = runs.front();
     std::printf("\n%zu concurrent requests\n", s);
-    std::printf("%-10s %9s %8s %10s %10s %13s %13s %7s %7s\n", "method", "tokens/s", "vs std", "median s", "worst s",
-                "small passes", "large passes", "s acc", "l acc");
+    std::printf("%-10s %9s %8s %9s %10s %10s %13s %13s %7s %7s\n", "method", "tokens/s", "vs std", "clock", "median s",
+                "worst s", "small passes", "large passes", "s acc", "l acc");
     for (const serving_run& run : runs) {
       const auto batch = [&](std::size_t k) {
         return run.passes[k] == 0 ? 0.0 : static_cast<double>(run.sequences[k]) / static_cast<double>(run.passes[k]);
       };
-      std::printf("%-10s %9.2f %7.2fx %10.2f %10.2f %6zu (%4.1f) %6zu (%4.1f) %7s %7s\n", run.method.c_str(),
-                  run.tokens_per_second(), run.tokens_per_second() / reference.tokens_per_second(), run.latency(0.5),
+      std::printf("%-10s %9.2f %7.2fx %8.2fx %10.2f %10.2f %6zu (%4.1f) %6zu (%4.1f) %7s %7s\n", run.method.c_str(),
+                  run.tokens_per_second(), run.tokens_per_second() / reference.tokens_per_second(),
+                  reference.virtual_time / run.virtual_time, run.latency(0.5),
                   run.latency(1.0), run.passes[0], batch(0), run.passes[1], batch(1),
                   acceptance_text(run.acceptance(0)).c_str(), acceptance_text(run.acceptance(1)).c_str());
       if (run.failed) {
@@ -187,7 +196,9 @@ int main(int argc, char** argv) try {
       identical = false;
     }
   }
-  std::printf("\n(passes: batched forward passes, in parentheses the mean number of requests each served)\n");
+  std::printf("\n(vs std: measured tokens/s against standard decoding's at the same S; clock: the same ratio on the\n"
+              "fitted cost clock; passes: batched forward passes, in parentheses the mean number of requests each\n"
+              "served)\n");
   if (greedy && identical)
     std::printf("greedy outputs: every request the same under every method, and request 0 the same as decoded alone\n");
   return identical ? 0 : 1;

@@ -9,7 +9,7 @@
 #include <cstddef>    // std::size_t
 #include <cstdint>    // std::uint64_t
 #include <memory>     // std::shared_ptr
-#include <stdexcept>  // std::runtime_error
+#include <span>       // std::span
 #include <string>     // std::string
 #include <utility>    // std::move
 #include <vector>     // std::vector
@@ -31,6 +31,9 @@ struct serving_setup {
   std::uint64_t seed = 1;     // request r samples with seed + r
   std::size_t tokens = 32;    // generated per request
   std::size_t gamma = 1;      // the draft's proposal length for SD and CoS
+  /// The cost clock's price of a pass of the small (0) and the large (1) model, fitted to
+  /// measured passes (fit_pass_cost); empty: no clock.
+  std::vector<cospec::pass_cost> pass_costs;
 };
 
 /// One method's run over every request.
@@ -44,6 +47,8 @@ struct serving_run {
   std::size_t sequences[2] = {0, 0};  // sequence entries in them
   std::size_t proposed[2] = {0, 0};
   std::size_t accepted[2] = {0, 0};
+  std::size_t tokens_fed[2] = {0, 0};  // by all sequences of those passes
+  double virtual_time = 0.0;           // the batch's cost clock under serving_setup::pass_costs
   bool failed = false;
 
   [[nodiscard]] double tokens_per_second() const { return seconds > 0.0 ? static_cast<double>(tokens) / seconds : 0.0; }
@@ -76,9 +81,11 @@ serving_run serve_requests(std::string method, Speculator speculator, const serv
                             {.layers = 0, .context_limit = context, .max_sequences = prompts.size()});
   cospec::sampling_settings sampling;
   sampling.temperature = setup.temperature;
+  cospec::batch_options options;
+  options.pass_costs = setup.pass_costs;
   cospec::batch_decoder decoder(std::vector<batched_transformer*>{&small, &large},
                                 cospec::weighted_ensemble({setup.small_weight, 1.0f - setup.small_weight}),
-                                std::move(speculator), sampling);
+                                std::move(speculator), sampling, options);
   serving_run run;
   run.method = std::move(method);
   run.outputs.resize(prompts.size());
@@ -107,8 +114,46 @@ serving_run serve_requests(std::string method, Speculator speculator, const serv
   for (std::size_t k = 0; k < 2; ++k) {
     run.passes[k] = decoder.statistics().models[k].passes;
     run.sequences[k] = decoder.statistics().models[k].sequences;
+    run.tokens_fed[k] = decoder.statistics().models[k].tokens_fed;
   }
+  run.virtual_time = decoder.statistics().virtual_time;
   return run;
+}
+
+/// A pass of `layers` layers of `weights` priced as per_pass + per_token * tokens, fitted to
+/// the measured time (median of 5) of one pass over 1 sequence of 1 token and of one over
+/// 16 sequences of 1 token each, every sequence after an 8-token prompt.
+inline cospec::pass_cost fit_pass_cost(const std::shared_ptr<const transformer_weights>& weights, std::size_t layers,
+                                       const std::shared_ptr<thread_team>& team) {
+  constexpr std::size_t wide = 16;
+  batched_transformer model(weights, team, {.layers = layers, .context_limit = 16, .max_sequences = wide});
+  const std::size_t vocabulary = weights->config.vocab_size;
+  std::vector<token_id> prompt(8);
+  for (std::size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<token_id>((i * 7919) % vocabulary);
+  std::vector<cospec::sequence_feed> batch;
+  std::vector<std::vector<float>> storage(wide, std::vector<float>(vocabulary));
+  std::vector<std::span<float>> rows(storage.begin(), storage.end());
+  const std::vector<token_id> next{1};
+  for (std::size_t s = 0; s < wide; ++s) {
+    const cospec::sequence_feed feed{model.create_sequence(), prompt, {}};
+    model.feed(std::span(&feed, 1));
+    batch.push_back({feed.sequence, next, cospec::logit_outputs(rows.data() + s, 1)});
+  }
+  const auto median_seconds = [&](std::size_t sequences) {
+    std::vector<double> seconds;
+    for (int repeat = 0; repeat < 5; ++repeat) {
+      const auto started = std::chrono::steady_clock::now();
+      model.feed(std::span(batch).first(sequences));
+      seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+      for (std::size_t s = 0; s < sequences; ++s) model.truncate(batch[s].sequence, prompt.size());
+    }
+    std::sort(seconds.begin(), seconds.end());
+    return seconds[seconds.size() / 2];
+  };
+  const double one = median_seconds(1);
+  const double many = median_seconds(wide);
+  const double per_token = std::max(0.0, (many - one) / static_cast<double>(wide - 1));
+  return {std::max(0.0, one - per_token), per_token};
 }
 
 /// Standard, SD, CoS and adaptive in turn on the same requests.
