@@ -219,6 +219,35 @@ TEST_CASE("adaptive fits measured pass costs as a per-pass plus a per-token part
   CHECK(by_default.pass_cost_estimate(1, 9) == 1.0);
 }
 
+TEST_CASE("adaptive only scores when measured costs make every proposal a loss, and proposes again when they pay",
+          "[adaptive]") {
+  cospec::adaptive_options measured;
+  measured.measure_pass_costs = true;
+  cospec::adaptive policy(2, measured);
+  for (int i = 0; i < 200; ++i)
+    for (std::size_t j = 0; j < 8; ++j) policy.observe(0, j, i % 3 != 0);  // acceptance 2/3
+  // Passes whose cost is all per token (a compute-bound batch): one proposal makes the
+  // verifier feed two tokens for an expected 1.67, so standard decoding's round is cheaper.
+  const auto observe = [&](double per_pass, double per_token) {
+    for (int round = 0; round < 80; ++round)
+      for (std::size_t t : {1, 2, 3})
+        for (std::size_t k = 0; k < 2; ++k)
+          policy.observe_pass(k, t, per_pass + per_token * static_cast<double>(t));
+  };
+  observe(0.0, 5.0);
+  CHECK(policy.best_gamma(0) == 0);
+  CHECK(policy.best_gamma(1) == 0);
+  // The same engine alone, where a pass's fixed cost dominates: proposals pay again.
+  observe(20.0, 1.0);
+  CHECK(policy.best_gamma(0) >= 1);
+  // Given costs are per pass: never 0, whatever the acceptance.
+  cospec::adaptive_options given;
+  given.pass_costs = {1.0, 3.0};
+  cospec::adaptive fixed(2, given);
+  for (int i = 0; i < 200; ++i) fixed.observe(0, 0, false);
+  CHECK(fixed.best_gamma(0) == 1);
+}
+
 TEST_CASE("adaptive greedy output is token-identical to standard decoding", "[adaptive][greedy]") {
   std::mt19937_64 random(11);
   std::uniform_real_distribution<double> unit(0.0, 1.0);

@@ -10,6 +10,7 @@
 #include <cospec/cospec.hpp>
 
 #include <algorithm>  // std::equal, std::min, std::max
+#include <chrono>     // std::chrono::microseconds
 #include <cstddef>    // std::size_t
 #include <cstdint>    // std::uint64_t
 #include <exception>  // std::exception_ptr, std::rethrow_exception
@@ -18,6 +19,9 @@
 #include <random>     // std::mt19937_64
 #include <span>       // std::span
 #include <string>     // std::string
+#include <stdexcept>  // std::runtime_error
+#include <thread>     // std::this_thread::sleep_for
+#include <type_traits>  // std::is_copy_constructible_v
 #include <vector>     // std::vector
 
 #include "models/synthetic_model.hpp"
@@ -417,15 +421,17 @@ bool check_injected(injected what, std::size_t model, std::size_t at) {
   std::map<cospec::request_id, std::size_t> spec_of;
   for (std::size_t r = 0; r < requests.size(); ++r)
     spec_of[decoder.submit(requests[r].prompt, requests[r].settings, requests[r].limits)] = r;
-  bool any_failed = false;
+  std::size_t failed = 0;
   std::map<cospec::request_id, std::vector<token_id>> texts;
-  for (const auto& done : decoder.run()) {
+  const auto finished = decoder.run();
+  REQUIRE(finished.size() == requests.size());
+  for (const auto& done : finished) {
     const std::size_t r = spec_of.at(done.id);
     const auto expected = alone(configs, combiner, speculator, requests[r]);
     INFO("request " << r << ": " << error_text(done.error));
     texts[done.id] = joined(requests[r].prompt, done.result.tokens);
     if (done.failed()) {
-      any_failed = true;
+      ++failed;
       if (what == injected::overflow) CHECK(is_error<cospec::context_overflow>(done.error));
       else CHECK(is_error<cospec::backend_failure>(done.error));
       CHECK(starts_with(expected.tokens, done.result.tokens));
@@ -433,6 +439,9 @@ bool check_injected(injected what, std::size_t model, std::size_t at) {
       CHECK(done.result.tokens == expected.tokens);
     }
   }
+  // Exactly the requests the failing call touched: the pass's sequences, or the one request
+  // whose truncate or create failed.
+  CHECK(failed == target.failed_entries);
   check_protocol(models, requests, texts, spec_of);
   // The next requests are exact again (the backend has recovered).
   for (auto& m : models) m.fail_feed_at = m.overflow_feed_at = m.fail_truncate_at = m.fail_create_at = 0;
@@ -444,7 +453,7 @@ bool check_injected(injected what, std::size_t model, std::size_t at) {
     CHECK_FALSE(later[r].failed());
     CHECK(later[r].result.tokens == alone(configs, combiner, speculator, again[r]).tokens);
   }
-  return any_failed;
+  return failed > 0;
 }
 
 }  // namespace
@@ -479,7 +488,9 @@ TEST_CASE("a request that would outgrow its sequence's context limit ends with c
   const auto a = decoder.submit(std::vector<token_id>{1, 2, 3}, greedy, short_limits);
   const auto b = decoder.submit(std::vector<token_id>{4, 5, 6}, greedy, long_limits);
   const auto c = decoder.submit(std::vector<token_id>{7, 8, 9}, greedy, short_limits);
-  for (const auto& done : decoder.run()) {
+  const auto finished = decoder.run();
+  REQUIRE(finished.size() == 3);
+  for (const auto& done : finished) {
     INFO("request " << done.id << ": " << error_text(done.error));
     if (done.id == b) {
       CHECK(is_error<cospec::context_overflow>(done.error));
@@ -547,7 +558,9 @@ TEST_CASE("a backend whose pool runs dry, or whose release throws, gives clear e
     cospec::batch_decoder decoder(pointers(models), cospec::weighted_ensemble::uniform(2), cospec::alternating({2, 1}));
     for (std::size_t i = 0; i < 3; ++i) decoder.submit(prompt, limits);
     std::size_t failed = 0;
-    for (const auto& done : decoder.run()) {
+    const auto finished = decoder.run();
+    REQUIRE(finished.size() == 3);
+    for (const auto& done : finished) {
       if (done.failed()) {
         ++failed;
         CHECK(is_error<cospec::backend_failure>(done.error));
@@ -597,7 +610,9 @@ TEST_CASE("cancel ends a queued or running request, also from another request's 
   CHECK(decoder.cancel(queued));
   CHECK_FALSE(decoder.cancel(queued));
   CHECK_FALSE(decoder.cancel(999));
-  for (const auto& done : decoder.run()) {
+  const auto finished = decoder.run();
+  REQUIRE(finished.size() == 3);
+  for (const auto& done : finished) {
     CHECK_FALSE(done.failed());
     if (done.id == a) {
       CHECK(done.result.tokens == alone(configs, combiner, speculator, requests[0]).tokens);
@@ -665,6 +680,43 @@ TEST_CASE("on the cost clock a batch is never worse than its requests one after 
   }
 }
 
+namespace {
+
+/// A batched adapter whose passes take a known time: 4 ms plus 1 ms per token.
+class timed_batch : public checking_batch_adapter {
+ public:
+  using checking_batch_adapter::checking_batch_adapter;
+  void feed(std::span<const cospec::sequence_feed> batch) {
+    std::size_t tokens = 0;
+    for (const auto& entry : batch) tokens += entry.tokens.size();
+    std::this_thread::sleep_for(std::chrono::microseconds(4000 + 1000 * tokens));
+    checking_batch_adapter::feed(batch);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a request is charged its share of a shared pass: part of the fixed cost and its own tokens",
+          "[batch][cost]") {
+  const auto configs = failure_models();
+  std::vector<timed_batch> models;
+  for (const auto& config : configs) models.emplace_back(config, 4);
+  cospec::batch_decoder decoder(pointers(models), cospec::weighted_ensemble::uniform(2), cospec::alternating({2, 1}));
+  const auto requests = greedy_requests(4);
+  for (const auto& spec : requests) decoder.submit(spec.prompt, spec.settings, spec.limits);
+  const auto done = decoder.run();
+  double charged = 0.0;
+  for (const auto& d : done) charged += d.result.statistics.seconds_in_adapters;
+  const auto& stats = decoder.statistics();
+  // Every second of the passes is charged to somebody, once (creating sequences is the
+  // batch's own time).
+  double feeding = 0.0;
+  for (const auto& m : stats.models) feeding += m.adapter_seconds;
+  REQUIRE(done.size() == 4);
+  CHECK(charged == Approx(feeding).epsilon(1e-9));
+  CHECK(charged <= stats.seconds_in_adapters * (1.0 + 1e-9));
+}
+
 TEST_CASE("batch_of_one serves a single-sequence model one request at a time, with the tokens of decoding alone",
           "[batch][wrapper]") {
   const auto configs = failure_models();
@@ -686,5 +738,72 @@ TEST_CASE("batch_of_one serves a single-sequence model one request at a time, wi
   CHECK(most_running == 1);
   for (const auto& d : done)
     CHECK(d.result.tokens == alone(configs, combiner, speculator, requests[spec_of.at(d.id)]).tokens);
-  CHECK_THROWS_AS(wrapped[0].truncate(1, 0), cospec::usage_error);
+  // Its one sequence: a second create is refused, a released one cannot be used, and a new
+  // one starts from an empty context whatever the model held.
+  cospec::batch_of_one<synthetic_model> one(models[0]);
+  const cospec::sequence_id s = one.create_sequence();
+  CHECK_THROWS_AS(one.create_sequence(), cospec::usage_error);
+  CHECK_THROWS_AS(one.truncate(s + 1, 0), cospec::usage_error);
+  models[0].feed(std::vector<token_id>{1, 2, 3}, {});
+  one.release_sequence(s);
+  CHECK_THROWS_AS(one.context_length(s), cospec::usage_error);
+  CHECK(one.create_sequence() == s);
+  CHECK(one.context_length(s) == 0);
+  static_assert(!std::is_copy_constructible_v<cospec::batch_of_one<synthetic_model>>);
+}
+
+TEST_CASE("a request cancelled outside a step whose release throws does not strand the queued ones",
+          "[batch][cancel][pool]") {
+  auto models = batch_models(failure_models(), 1);
+  models[0].fail_release_at = 1;
+  cospec::batch_decoder decoder(pointers(models), cospec::weighted_ensemble::uniform(2), cospec::alternating({2, 1}));
+  cospec::generation_limits limits;
+  limits.max_new_tokens = 30;
+  const auto running = decoder.submit(std::vector<token_id>{1, 2}, limits);
+  const auto queued = decoder.submit(std::vector<token_id>{3, 4}, limits);
+  REQUIRE(decoder.step());
+  CHECK(decoder.cancel(running));  // its release throws: model 0 has no sequence left
+  CHECK(decoder.running() == 0);
+  const auto done = decoder.run();
+  CHECK(decoder.queued() == 0);
+  REQUIRE(done.size() == 2);
+  CHECK(done[0].id == running);
+  CHECK(done[0].result.reason == cospec::finish_reason::cancelled);
+  CHECK(done[1].id == queued);
+  CHECK(is_error<cospec::backend_failure>(done[1].error));
+  CHECK_FALSE(decoder.step());
+}
+
+TEST_CASE("a step policy that throws loses no request, and the decoder goes on exactly", "[batch][policy]") {
+  const auto configs = failure_models();
+  const auto combiner = cospec::weighted_ensemble::uniform(2);
+  const auto speculator = cospec::alternating({2, 2});
+  auto models = batch_models(configs, 3);
+  cospec::batch_options options;
+  std::size_t calls = 0;
+  options.choose_step = [&](std::span<const cospec::waiting_pass_group> groups) -> std::size_t {
+    if (++calls % 5 == 0) throw std::runtime_error("policy failure");
+    return cospec::fullest_pass{}(groups);
+  };
+  cospec::batch_decoder decoder(pointers(models), combiner, speculator, cospec::sampling_settings{}, options);
+  const auto requests = greedy_requests(3);
+  std::map<cospec::request_id, std::size_t> spec_of;
+  for (std::size_t r = 0; r < requests.size(); ++r)
+    spec_of[decoder.submit(requests[r].prompt, requests[r].settings, requests[r].limits)] = r;
+  std::size_t thrown = 0;
+  std::vector<cospec::finished_request> finished;
+  while (true) {
+    try {
+      if (!decoder.step()) break;
+    } catch (const std::runtime_error&) {
+      ++thrown;
+    }
+    for (auto& d : decoder.take_finished()) finished.push_back(std::move(d));
+  }
+  CHECK(thrown >= 2);
+  REQUIRE(finished.size() == 3);
+  for (const auto& d : finished) {
+    CHECK_FALSE(d.failed());
+    CHECK(d.result.tokens == alone(configs, combiner, speculator, requests[spec_of.at(d.id)]).tokens);
+  }
 }

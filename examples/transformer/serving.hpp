@@ -161,7 +161,8 @@ inline std::vector<serving_run> serve_every_method(const serving_setup& setup,
                                                    const std::vector<std::vector<token_id>>& prompts) {
   const std::string g = std::to_string(setup.gamma);
   // Adaptive plans with measured pass costs: the batch decoder charges each request its share
-  // of every pass (by tokens), so the policy sees what speculation costs at this batch size.
+  // of every pass (an equal part of the fixed cost, plus its tokens), so the policy sees what
+  // speculation costs at this batch size.
   cospec::adaptive_options measured;
   measured.measure_pass_costs = true;
   std::vector<serving_run> runs;

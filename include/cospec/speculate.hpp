@@ -4,5 +4,6 @@
 #include "cospec/speculate/adaptive.hpp"
 #include "cospec/speculate/alternating.hpp"
 #include "cospec/speculate/fixed_proposer.hpp"
+#include "cospec/speculate/pass_cost_fit.hpp"
 #include "cospec/speculate/speculator.hpp"
 #include "cospec/speculate/standard.hpp"

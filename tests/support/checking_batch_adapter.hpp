@@ -55,7 +55,10 @@ class checking_batch_adapter {
 
   sequence_id create_sequence() {
     ++creates;
-    if (fail_create_at != 0 && creates == fail_create_at) throw std::runtime_error("injected create failure");
+    if (fail_create_at != 0 && creates == fail_create_at) {
+      failed_entries = 1;
+      throw std::runtime_error("injected create failure");
+    }
     for (std::size_t s = 0; s < slots_.size(); ++s)
       if (!slots_[s]) {
         slots_[s].emplace(config_);
@@ -85,7 +88,10 @@ class checking_batch_adapter {
 
   void truncate(sequence_id s, std::size_t length) {
     ++truncates;
-    if (fail_truncate_at != 0 && truncates == fail_truncate_at) throw std::runtime_error("injected truncate failure");
+    if (fail_truncate_at != 0 && truncates == fail_truncate_at) {
+      failed_entries = 1;
+      throw std::runtime_error("injected truncate failure");
+    }
     examples::synthetic_model& m = model(s);
     if (length > m.context_length()) {
       violations.push_back("truncate of sequence " + std::to_string(s) + " to " + std::to_string(length) +
@@ -121,6 +127,7 @@ class checking_batch_adapter {
     const bool fail = fail_feed_at != 0 && feeds == fail_feed_at;
     const bool overflow = overflow_feed_at != 0 && feeds == overflow_feed_at;
     if (fail || overflow) {
+      failed_entries = batch.size();
       for (const sequence_feed& entry : batch) {
         const auto half = entry.tokens.first(entry.tokens.size() / 2);
         model(entry.sequence).feed(half, {});
@@ -150,6 +157,7 @@ class checking_batch_adapter {
 
   std::size_t feeds = 0, truncates = 0, creates = 0, releases = 0, tokens_fed = 0;
   std::size_t alive = 0, peak_alive = 0, largest_batch = 0;
+  std::size_t failed_entries = 0;  // sequences of the call that failed as asked
   std::vector<std::string> violations;
   std::vector<lifetime> lifetimes;
 

@@ -8,6 +8,7 @@
 #include <cstddef>  // std::size_t
 #include <span>     // std::span
 #include <string>   // std::to_string
+#include <utility>  // std::exchange
 
 #include "cospec/adapters/batched_model_adapter.hpp"
 #include "cospec/adapters/model_adapter.hpp"
@@ -22,6 +23,18 @@ template <model_adapter Model>
 class batch_of_one {
  public:
   explicit batch_of_one(Model& model) noexcept : model_(&model) {}
+
+  // Not copyable: two wrappers would each hand out sequence 0 on the one context. A move
+  // takes the sequence along.
+  batch_of_one(const batch_of_one&) = delete;
+  batch_of_one& operator=(const batch_of_one&) = delete;
+  batch_of_one(batch_of_one&& other) noexcept
+      : model_(other.model_), alive_(std::exchange(other.alive_, false)) {}
+  batch_of_one& operator=(batch_of_one&& other) noexcept {
+    model_ = other.model_;
+    alive_ = std::exchange(other.alive_, false);
+    return *this;
+  }
 
   [[nodiscard]] std::size_t vocabulary_size() const { return model_->vocabulary_size(); }
   [[nodiscard]] static constexpr std::size_t max_sequences() noexcept { return 1; }

@@ -59,8 +59,8 @@ concept batched_adapter_with_truncate = requires(M& m, sequence_id s, std::size_
 ///  3. `m.create_sequence()` returns the id of a new sequence with an empty context, distinct
 ///     from every other living sequence (it may throw when none is free), and
 ///     `m.release_sequence(s)` ends sequence s, dropping its context; its id may be handed
-///     out again. It must not throw (a release that does is reported, and the decoder never
-///     uses that id again);
+///     out again. It must not throw (a batch decoder counts a sequence whose release threw as
+///     still in use, so the pool holds one fewer from then on);
 ///  4. `m.context_length(s)` is the number of tokens in sequence s's context;
 ///  5. `m.feed(batch)` runs one forward pass over every entry of `batch` (at most one entry
 ///     per sequence, each with non-empty tokens): it appends each entry's tokens to its
@@ -68,7 +68,7 @@ concept batched_adapter_with_truncate = requires(M& m, sequence_id s, std::size_
 ///     sequence alone. The logits of one sequence must not depend on the others in the pass
 ///     (cospec's exactness needs no more; greedy identity with decoding alone needs them bit
 ///     for bit the same). If it throws, every sequence in the batch may hold any number of the
-///     tokens it was given, and cospec truncates them back;
+///     tokens it was given; the batch decoder ends those requests and releases their sequences;
 ///  6. `m.truncate(s, length)` keeps only the first `length` tokens of sequence s
 ///     (length <= context_length(s)).
 /// Optional: `m.context_limit(s)` returning the largest context sequence s can hold; a feed

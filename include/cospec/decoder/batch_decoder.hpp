@@ -5,12 +5,13 @@
 
 #include "cospec/abi.hpp"
 
-#include <algorithm>  // std::min, std::remove_if, std::find_if
+#include <algorithm>  // std::max, std::none_of, std::remove_if, std::find_if
 #include <chrono>     // std::chrono::steady_clock
 #include <cstddef>    // std::size_t
 #include <cstdint>    // std::uint64_t
 #include <deque>      // std::deque
 #include <exception>  // std::exception_ptr, std::current_exception, std::throw_with_nested
+#include <optional>   // std::optional
 #include <span>       // std::span
 #include <string>     // std::string, std::to_string
 #include <utility>    // std::move
@@ -23,6 +24,7 @@
 #include "cospec/decoder/session.hpp"
 #include "cospec/errors.hpp"
 #include "cospec/sampling.hpp"
+#include "cospec/speculate/pass_cost_fit.hpp"
 #include "cospec/speculate/speculator.hpp"
 #include "cospec/token.hpp"
 
@@ -35,8 +37,10 @@ using request_id = std::uint64_t;
 struct batch_options : session_options {
   /// Chooses the model of each step's pass; empty means fullest_pass{}.
   step_policy choose_step;
-  /// Most requests that may wait for a free sequence; submit() past it throws
-  /// capacity_exceeded. Bounds the queue's memory when requests arrive faster than they end.
+  /// Most requests that may be queued at once (submitted and not yet admitted, which happens at
+  /// the next step with a free sequence on every model); submit() past it throws
+  /// capacity_exceeded. At least 1. Bounds the queue's memory when requests arrive faster than
+  /// they end.
   std::size_t max_waiting = 1024;
 };
 
@@ -56,23 +60,23 @@ struct finished_request {
 
 /// One model's forward passes in a batch decoder.
 struct batch_model_statistics {
-  std::size_t passes = 0;      ///< feed calls
+  std::size_t passes = 0;      ///< feed calls that succeeded
   std::size_t sequences = 0;   ///< sequence entries in them (sequences / passes: the mean batch)
   std::size_t tokens_fed = 0;  ///< tokens of all sequences
   std::size_t logit_rows = 0;
-  double adapter_seconds = 0.0;  ///< wall time in this adapter (feeds, truncates, sequences)
+  double adapter_seconds = 0.0;  ///< wall time of this model's passes (feeds and truncates, failed ones too)
   double virtual_time = 0.0;     ///< under pass_costs: per_pass * passes + per_token * tokens_fed
 };
 
 /// What a batch decoder has done since it was built (or reset_statistics()).
 struct batch_statistics {
-  std::size_t steps = 0;              ///< step() calls that ran a pass
+  std::size_t steps = 0;              ///< step() calls that chose a model
   std::size_t requests_finished = 0;  ///< ended requests, failed and cancelled ones included
   std::size_t requests_failed = 0;
   std::size_t tokens = 0;  ///< tokens committed by ended requests
   std::size_t sequences_lost = 0;  ///< releases that threw (those sequences are never reused)
   std::vector<batch_model_statistics> models;
-  double seconds_in_adapters = 0.0;
+  double seconds_in_adapters = 0.0;  ///< the models' passes and the creation of sequences
   double virtual_time = 0.0;  ///< sum over models: the cost clock of the batched passes
 };
 
@@ -83,8 +87,11 @@ struct batch_statistics {
 /// forward pass of it for every request whose session waits on it, each feeding its own
 /// tokens. Each request's output has exactly the distribution of decoding it alone, and with
 /// rows that do not depend on the batch (batched_model_adapter, requirement 5) the very tokens
-/// decoder::generate gives it with the same seed. The decoder refers to the models; they must
-/// outlive it. One thread at a time.
+/// decoder::generate gives it with the same seed, on a fresh decoder and unless the speculator
+/// learns from timings (adaptive with measure_pass_costs: a request's schedule then depends on
+/// the time charged to it, though never its distribution). Every request starts from a copy
+/// of the speculator given here, so what one request's policy learns never carries over to
+/// another. The decoder refers to the models; they must outlive it. One thread at a time.
 template <batched_model_adapter Model, combiner Combiner, speculator Speculator>
 class batch_decoder {
  public:
@@ -102,21 +109,28 @@ class batch_decoder {
       if (models_[k] == nullptr)
         throw invalid_configuration("batch_decoder: model " + std::to_string(k) + " is null");
       vocabularies_.push_back(models_[k]->vocabulary_size());
-      if (models_[k]->max_sequences() == 0)
+      // Read once: it is constant (requirement 2), and step() must not call what may throw
+      // where a request could be lost.
+      capacities_.push_back(models_[k]->max_sequences());
+      if (capacities_.back() == 0)
         throw invalid_configuration("batch_decoder: model " + std::to_string(k) + " offers no sequences");
     }
     // A session checks that models, combiner, speculator and options fit together.
     const session<Combiner, Speculator> probe(combiner_, speculator_, vocabularies_, options_);
     vocabulary_ = probe.vocabulary_size();
     validate(settings_, vocabulary_);
+    if (options_.max_waiting == 0)
+      throw invalid_configuration("batch_decoder: max_waiting must be >= 1 (submit() queues every request first)");
     if (!options_.choose_step) options_.choose_step = fullest_pass{};
     alive_.assign(n, 0);
     groups_.resize(n);
+    fits_.resize(n);
     statistics_.models.resize(n);
   }
 
-  batch_decoder(batch_decoder&&) noexcept = default;
-  batch_decoder& operator=(batch_decoder&&) noexcept = default;
+  // Not noexcept: std::deque's move may allocate.
+  batch_decoder(batch_decoder&&) = default;
+  batch_decoder& operator=(batch_decoder&&) = default;
   batch_decoder(const batch_decoder&) = delete;
   batch_decoder& operator=(const batch_decoder&) = delete;
 
@@ -158,16 +172,20 @@ class batch_decoder {
                        }) != active_.end();
     if (!known) return false;
     cancellations_.push_back(id);
-    if (!stepping_) apply_cancellations();
+    if (!stepping_) {
+      apply_cancellations();
+      compact();
+    }
     return true;
   }
 
   /// Runs one step: admits queued requests, then one forward pass of the model the step
-  /// policy chooses for every request waiting on it. Returns false, doing nothing, when no
-  /// request is queued or running. Adapter failures do not escape: the requests of a failed
-  /// pass end with the error (finished_request::error) and the others go on. Throws
-  /// usage_error if the step policy chooses a model nobody waits on, or if called from a
-  /// token callback.
+  /// policy chooses for every request waiting on it. Returns false when no request is left
+  /// running or queued (queued requests that can never start, because sequences were lost,
+  /// end then with backend_failure). Adapter failures do not escape: the requests they touch
+  /// end with the error (finished_request::error) and the others go on. Throws usage_error if
+  /// the step policy chooses a model nobody waits on or if called from a token callback, and
+  /// passes on whatever a custom step policy throws; no request is lost then.
   bool step() {
     if (stepping_) throw usage_error("batch_decoder: step() called from inside a step (a token callback?)");
     stepping_ = true;
@@ -250,18 +268,27 @@ class batch_decoder {
     const std::size_t n = models_.size();
     while (!waiting_.empty()) {
       for (std::size_t k = 0; k < n; ++k)
-        if (alive_[k] >= models_[k]->max_sequences()) {
+        if (alive_[k] >= capacities_[k]) {
           // Nothing running will free one: sequences whose release threw are lost for good.
-          if (active_.empty()) fail_queued(k);
+          if (std::none_of(active_.begin(), active_.end(), [](const active_request& r) { return !r.ended; }))
+            fail_queued(k);
           return;
         }
-      waiting_request w = std::move(waiting_.front());
-      waiting_.pop_front();
-      session<Combiner, Speculator> decoding(combiner_, speculator_, vocabularies_, options_);
+      // The request leaves the queue only once nothing can fail before it is running or ended.
+      std::optional<session<Combiner, Speculator>> decoding;
+      try {
+        decoding.emplace(combiner_, speculator_, vocabularies_, options_);
+        active_.reserve(active_.size() + 1);
+      } catch (...) {
+        const waiting_request w = take_front();
+        end_unstarted(w, std::current_exception());
+        continue;
+      }
+      const waiting_request w = take_front();
       std::vector<sequence_id> sequences;
-      sequences.reserve(n);
       const auto started = clock::now();
       try {
+        sequences.reserve(n);
         for (std::size_t k = 0; k < n; ++k) {
           sequences.push_back(models_[k]->create_sequence());
           ++alive_[k];
@@ -273,7 +300,7 @@ class batch_decoder {
         continue;
       }
       statistics_.seconds_in_adapters += seconds_since(started);
-      active_.push_back({w.id, std::move(decoding), std::move(sequences), w.submitted});
+      active_.push_back({w.id, std::move(*decoding), std::move(sequences), w.submitted});  // reserved: no throw
       active_request& r = active_.back();
       try {
         r.decoding.start(w.prompt, w.settings, w.limits);
@@ -283,6 +310,12 @@ class batch_decoder {
       }
       advance(r);
     }
+  }
+
+  waiting_request take_front() {
+    waiting_request w = std::move(waiting_.front());
+    waiting_.pop_front();
+    return w;
   }
 
   /// One forward pass of model k for every running request that waits on it.
@@ -357,14 +390,23 @@ class batch_decoder {
       stats.virtual_time += cost;
       statistics_.virtual_time += cost;
     }
-    // Each request is charged the pass's time in proportion to the tokens it fed: the
-    // requests' adapter_seconds add up to the batch's, and a speculator that learns pass costs
-    // (adaptive with measure_pass_costs) learns what a request's pass costs it in this batch.
+    // Each request is charged its share of the pass's time: an equal part of the pass's fixed
+    // cost and the cost of its own tokens, from a fit of this model's passes as a + b * tokens
+    // (in proportion to tokens until a fit exists). The requests' adapter_seconds add up to
+    // the batch's, and a speculator that learns pass costs (adaptive with measure_pass_costs)
+    // sees what a pass costs a request in this batch: on a compute-bound engine, the more
+    // requests share a pass, the more a request's cost is its tokens.
+    fits_[k].observe(tokens, seconds);
+    const double fixed = fits_[k].per_pass() / static_cast<double>(batch_.size());
+    const double per_token = fits_[k].per_token();
+    const double fitted = fits_[k].per_pass() + per_token * static_cast<double>(tokens);
     for (std::size_t e = 0; e < served_.size(); ++e) {
       active_request& r = active_[served_[e]];
       r.served = true;
       r.waited = 0;
-      r.decoding.pass_done(seconds * static_cast<double>(batch_[e].tokens.size()) / static_cast<double>(tokens));
+      const auto own = static_cast<double>(batch_[e].tokens.size());
+      const double share = fitted > 0.0 ? (fixed + per_token * own) / fitted : own / static_cast<double>(tokens);
+      r.decoding.pass_done(seconds * share);
       advance(r);
     }
   }
@@ -401,6 +443,9 @@ class batch_decoder {
     r.pass = nullptr;
     release(r.sequences);
     finished_request done{r.id, r.decoding.take_result(), std::move(error)};
+    // A request whose start() threw has statistics of no shape yet.
+    done.result.statistics.models.resize(models_.size());
+    done.result.statistics.proposers.resize(models_.size());
     done.result.statistics.seconds_total = seconds_since(r.submitted);
     file(std::move(done));
   }
@@ -425,7 +470,7 @@ class batch_decoder {
   }
 
   /// Releases sequences (sequences[k] of model k). A release that throws breaks requirement 3:
-  /// that sequence stays counted as alive and is never used again.
+  /// that sequence stays counted as alive, so the model's pool holds one fewer from then on.
   void release(const std::vector<sequence_id>& sequences) noexcept {
     for (std::size_t k = 0; k < sequences.size(); ++k) {
       try {
@@ -440,11 +485,10 @@ class batch_decoder {
   /// Every queued request ends: model k has no free sequence and nothing running will free one.
   void fail_queued(std::size_t k) {
     while (!waiting_.empty()) {
-      waiting_request w = std::move(waiting_.front());
-      waiting_.pop_front();
+      const waiting_request w = take_front();
       end_unstarted(w, std::make_exception_ptr(backend_failure(
                            "model " + std::to_string(k) + " has no free sequence and no request is running: " +
-                           std::to_string(alive_[k]) + " of its " + std::to_string(models_[k]->max_sequences()) +
+                           std::to_string(alive_[k]) + " of its " + std::to_string(capacities_[k]) +
                            " sequences were lost to releases that threw")));
     }
   }
@@ -506,10 +550,12 @@ class batch_decoder {
   std::vector<active_request> active_;
   std::vector<finished_request> finished_;
   std::vector<request_id> cancellations_;
-  std::vector<std::size_t> alive_;  // sequences of each model held by requests (or lost)
+  std::vector<std::size_t> capacities_;  // each model's max_sequences()
+  std::vector<std::size_t> alive_;       // sequences of each model held by requests (or lost)
   bool stepping_ = false;
 
   std::vector<waiting_pass_group> groups_;
+  std::vector<pass_cost_fit> fits_;  // each model's measured passes, for splitting their time
   std::vector<sequence_feed> batch_;
   std::vector<std::size_t> served_;  // indices into active_ of batch_'s entries
   batch_statistics statistics_;

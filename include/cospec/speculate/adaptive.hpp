@@ -13,6 +13,7 @@
 #include <vector>     // std::vector
 
 #include "cospec/errors.hpp"
+#include "cospec/speculate/pass_cost_fit.hpp"
 #include "cospec/speculate/speculator.hpp"
 
 namespace cospec::inline COSPEC_ABI_NAMESPACE {
@@ -65,11 +66,14 @@ struct adaptive_options {
 /// a + b t, since a real engine's verification pass grows with its tokens. Unless costs are
 /// measured the policy is deterministic: one seed, models and prompt give one output.
 ///
-/// The guard: g never goes below 1, and alternating with g = 1 costs in expectation no more
-/// per token than standard decoding, whatever the acceptance (docs/theory.md): each pass is
-/// one standard decoding would make anyway, and every accepted proposal saves one. So when
+/// The guard: with costs per pass, alternating with g = 1 costs in expectation no more per
+/// token than standard decoding, whatever the acceptance (docs/theory.md): each pass is one
+/// standard decoding would make anyway, and every accepted proposal saves one. So when
 /// acceptance collapses the policy falls back to g = 1, which keeps measuring acceptance with
-/// every bonus token (the probe is free) and lengthens proposals again when they pay.
+/// every bonus token (the probe is free) and lengthens proposals again when they pay. Only
+/// measured costs that grow with a pass's tokens (a batch of many requests on a compute-bound
+/// engine, docs/benchmarks.md, "Serving many requests") can make g = 1 dearer than standard
+/// decoding; then the policy answers g = 0 (the model only scores) until the costs change.
 /// The schedule never changes the output distribution.
 class adaptive {
  public:
@@ -95,7 +99,7 @@ class adaptive {
       for (double c : options_.pass_costs)
         if (!(c > 0.0) || !std::isfinite(c)) throw invalid_configuration("adaptive: pass costs must be finite and > 0");
     }
-    fits_.resize(model_count_);  // unknown until measured; equal costs meanwhile
+    fits_.assign(model_count_, pass_cost_fit(options_.decay));  // unknown until measured; equal costs meanwhile
     accepted_.assign(model_count_, std::vector<double>(options_.max_gamma, 0.0));
     observed_.assign(model_count_, std::vector<double>(options_.max_gamma, 0.0));
     order_.resize(model_count_);
@@ -134,25 +138,8 @@ class adaptive {
   /// pass (1.2-1.7x for 4-8 tokens on the transformer example), and a flat cost would make
   /// long proposals look cheaper than they are.
   void observe_pass(std::size_t model, std::size_t tokens, double seconds) {
-    if (!options_.measure_pass_costs || !(seconds > 0.0) || !std::isfinite(seconds) || tokens == 0) return;
-    cost_fit& f = fits_[model];
-    const double m = static_cast<double>(tokens);
-    const double d = options_.decay;
-    f.weight = d * f.weight + 1.0;
-    f.tokens = d * f.tokens + m;
-    f.tokens_squared = d * f.tokens_squared + m * m;
-    f.seconds = d * f.seconds + seconds;
-    f.tokens_seconds = d * f.tokens_seconds + m * seconds;
-    const double mean_tokens = f.tokens / f.weight;
-    const double mean_seconds = f.seconds / f.weight;
-    const double variance = f.tokens_squared / f.weight - mean_tokens * mean_tokens;
-    // The slope is refitted only while pass sizes vary enough to tell it (a policy settled on
-    // one proposal length stops varying them); otherwise the last fit stands. It is kept in
-    // [0, mean cost per token]: a pass never gets cheaper with more tokens, nor costs more
-    // than that many one-token passes.
-    if (variance > 0.25)
-      f.slope = std::clamp((f.tokens_seconds / f.weight - mean_tokens * mean_seconds) / variance, 0.0,
-                           mean_seconds / mean_tokens);
+    if (!options_.measure_pass_costs) return;
+    fits_[model].observe(tokens, seconds);
     update_order();
   }
 
@@ -160,13 +147,8 @@ class adaptive {
   /// pass cost, the fit of the measured ones (1 before any measurement), or 1.
   [[nodiscard]] double pass_cost_estimate(std::size_t model, std::size_t tokens = 1) const {
     if (!options_.pass_costs.empty()) return options_.pass_costs[model];
-    if (!options_.measure_pass_costs) return 1.0;
-    const cost_fit& f = fits_[model];
-    if (f.weight == 0.0) return 1.0;
-    const double mean_tokens = f.tokens / f.weight;
-    const double mean_seconds = f.seconds / f.weight;
-    const double fitted = mean_seconds + f.slope * (static_cast<double>(tokens) - mean_tokens);
-    return std::max(fitted, 1e-3 * mean_seconds);
+    if (!options_.measure_pass_costs || !fits_[model].measured()) return 1.0;
+    return fits_[model].cost(tokens);
   }
 
   /// The proposal length model k would get now.
@@ -199,6 +181,13 @@ class adaptive {
         best = g;
       }
     }
+    // A round of standard decoding: every model scores one token. With costs per pass it is
+    // never better than g = 1 (the guard above); with measured costs that grow with the tokens
+    // of a pass (a compute-bound batch) every proposal can cost more than it saves, and then
+    // the model only scores.
+    double standard_cost = 0.0;
+    for (std::size_t m = 0; m < model_count_; ++m) standard_cost += pass_cost_estimate(m, 1);
+    if (1.0 / standard_cost > best_rate) return 0;
     return best;
   }
 
@@ -228,12 +217,7 @@ class adaptive {
 
   adaptive_options options_;
   std::size_t model_count_;
-  /// Decayed sums of the measured passes of one model, and the fitted cost per extra token.
-  struct cost_fit {
-    double weight = 0.0, tokens = 0.0, tokens_squared = 0.0, seconds = 0.0, tokens_seconds = 0.0;
-    double slope = 0.0;
-  };
-  std::vector<cost_fit> fits_;
+  std::vector<pass_cost_fit> fits_;  // measured pass costs, per model
   std::vector<std::vector<double>> accepted_;  // decayed acceptances, [model][chain index]
   std::vector<std::vector<double>> observed_;  // decayed trials, [model][chain index]
   std::vector<std::size_t> order_;
