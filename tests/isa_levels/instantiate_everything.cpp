@@ -1,5 +1,5 @@
-// One unit that instantiates every kernel, every combiner, every speculation policy and the
-// decoder, for .ci/run to compile with g++ and clang++ at -march=x86-64, x86-64-v3 and
+// One unit that instantiates every kernel, every combiner, every speculation policy, the
+// decoder and the batch decoder, for .ci/run to compile with g++ and clang++ at -march=x86-64, x86-64-v3 and
 // x86-64-v4 under -Wall -Wextra -Wpedantic -Werror (docs/kernels.md, "Warnings"). Compiling is
 // the check: a machine without AVX-512 can compile the -v4 unit though it cannot run it. The
 // unit also links and runs where the machine can, and then exits 0 only if decoding agreed.
@@ -53,6 +53,27 @@ std::vector<cospec::token_id> decode(Combiner combiner, Policy policy, float tem
   return decoder.generate(std::vector<cospec::token_id>{1, 2}, limits).tokens;
 }
 
+/// The same through the batch decoder, two requests over batch_of_one models (one at a time).
+template <class Combiner, class Policy>
+std::vector<cospec::token_id> decode_in_batch(Combiner combiner, Policy policy, float temperature) {
+  synthetic_model small({.vocabulary_size = 50, .own_seed = 1, .agreement = 0.8});
+  synthetic_model large({.vocabulary_size = 50, .own_seed = 2, .agreement = 0.8});
+  cospec::batch_of_one<synthetic_model> small_batch(small), large_batch(large);
+  cospec::sampling_settings sampling;
+  sampling.temperature = temperature;
+  sampling.top_k = 40;
+  sampling.seed = 3;
+  cospec::batch_decoder decoder(std::vector<cospec::batch_of_one<synthetic_model>*>{&small_batch, &large_batch},
+                                std::move(combiner), std::move(policy), sampling);
+  cospec::generation_limits limits;
+  limits.max_new_tokens = 12;
+  decoder.submit(std::vector<cospec::token_id>{1, 2}, limits);
+  decoder.submit(std::vector<cospec::token_id>{1, 2}, limits);
+  const auto done = decoder.run();
+  return done.size() == 2 && done[0].result.tokens == done[1].result.tokens ? done[0].result.tokens
+                                                                          : std::vector<cospec::token_id>{};
+}
+
 template <class Combiner>
 int every_policy(const Combiner& combiner) {
   int failures = 0;
@@ -61,6 +82,8 @@ int every_policy(const Combiner& combiner) {
     (void)decode(combiner, cospec::alternating({2, 1}), temperature);
     (void)decode(combiner, cospec::fixed_proposer(0, 3), temperature);
     (void)decode(combiner, cospec::adaptive(2), temperature);
+    failures += decode_in_batch(combiner, cospec::standard{}, temperature) != reference;
+    failures += decode_in_batch(combiner, cospec::adaptive(2), temperature) != decode(combiner, cospec::adaptive(2), temperature);
     if (temperature == 0.0f) {
       failures += decode(combiner, cospec::alternating({2, 1}), temperature) != reference;
       failures += decode(combiner, cospec::fixed_proposer(0, 3), temperature) != reference;
