@@ -55,6 +55,7 @@ struct demo_options {
   bool details = false;                // print invocations and tokens per invocation too
   cospec::penalty_settings penalties;  // every method's; the defaults penalise nothing
   bool process_proposals = false;      // penalise the proposers' distributions too
+  std::string save_prefix;             // write both models as llama2.c checkpoints and stop
 };
 
 const char* const usage = R"(usage: cospec-transformer [options]
@@ -87,6 +88,10 @@ const char* const usage = R"(usage: cospec-transformer [options]
   --draft-checkpoint FILE a llama2.c checkpoint for the small model (default: early exit of the large)
   --tokenizer FILE        llama2.c tokenizer.bin: encode --prompt and print the text
   --prompt TEXT           the prompt when a tokenizer is given (default "Once upon a time")
+  --save-checkpoints P    write the two models as llama2.c checkpoints P-large.bin and P-small.bin
+                          (an early-exit draft as a network of its first layers) and stop: what
+                          llama.cpp's llama-convert-llama2c-to-ggml turns into GGUF
+                          (docs/benchmarks.md, "cospec on llama.cpp")
 )";
 
 demo_options parse(int argc, char** argv) {
@@ -141,6 +146,7 @@ demo_options parse(int argc, char** argv) {
       else if (flag == "--draft-checkpoint") options.models.draft_checkpoint = value;
       else if (flag == "--tokenizer") options.tokenizer = value;
       else if (flag == "--prompt") options.prompt = value;
+      else if (flag == "--save-checkpoints") options.save_prefix = value;
       else {
         std::fprintf(stderr, "unknown option %s\n%s", flag.c_str(), usage);
         std::exit(2);
@@ -237,6 +243,15 @@ int main(int argc, char** argv) try {
     return 2;
   }
   print_models(pair, options.models, *team, building);
+  if (!options.save_prefix.empty()) {
+    transformer_weights small = *pair.small;
+    small.layers.resize(pair.small_layers);
+    small.config.n_layers = pair.small_layers;
+    save_checkpoint(*pair.large, options.save_prefix + "-large.bin");
+    save_checkpoint(small, options.save_prefix + "-small.bin");
+    std::printf("wrote %s-large.bin and %s-small.bin\n", options.save_prefix.c_str(), options.save_prefix.c_str());
+    return 0;
+  }
 
   std::optional<tokenizer> text_tokenizer;
   std::vector<std::vector<token_id>> prompts;
