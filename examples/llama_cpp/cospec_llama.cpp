@@ -40,10 +40,16 @@ const char* const usage = R"(usage: cospec-llama --model TARGET.gguf --draft DRA
   --threads N        n_threads and n_threads_batch of both contexts (default 2)
   --requests S       concurrent requests through one batch decoder (default 1: one decoder)
   --context N        n_ctx of each context (default 1024)
+  --prompt TEXT      one prompt, tokenized by the target's vocabulary as llama.cpp's examples do
+                     (BOS added); generation stops at its end-of-sequence token
+  --target-only      the draft's weight 0: speculative decoding towards the target alone, the work
+                     of llama.cpp's llama-speculative (docs/benchmarks.md, "cospec on llama.cpp")
+  --print-text       print standard decoding's output for the first prompt as text
 )";
 
 struct options {
-  std::string model, draft;
+  std::string model, draft, prompt;
+  bool target_only = false, print_text = false;
   std::size_t prompts = 4, tokens = 64, gamma = 2, threads = 2, requests = 1, context = 1024;
   float temperature = 0.0f, small_weight = 0.5f;
 };
@@ -61,8 +67,13 @@ options parse(int argc, char** argv) {
       {"--threads", [&](const std::string& v) { o.threads = std::stoul(v); }},
       {"--requests", [&](const std::string& v) { o.requests = std::stoul(v); }},
       {"--context", [&](const std::string& v) { o.context = std::stoul(v); }},
+      {"--prompt", [&](const std::string& v) { o.prompt = v; }},
   };
   for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--target-only" || std::string(argv[i]) == "--print-text") {
+      (std::string(argv[i]) == "--target-only" ? o.target_only : o.print_text) = true;
+      continue;
+    }
     const auto setter = setters.find(argv[i]);
     if (setter == setters.end() || i + 1 >= argc) {
       std::fprintf(stderr, "%s: unknown option or missing value\n%s", argv[i], usage);
@@ -133,9 +144,11 @@ void run_method(method_run& run, Speculator speculator, llama_model* small_model
   auto large_context = context_for(large_model, o);
   cospec::sampling_settings settings;
   settings.temperature = o.temperature;
-  const cospec::weighted_ensemble ensemble({o.small_weight, 1.0f - o.small_weight});
+  const float small_weight = o.target_only ? 0.0f : o.small_weight;
+  const cospec::weighted_ensemble ensemble({small_weight, 1.0f - small_weight});
   cospec::generation_limits limits;
   limits.max_new_tokens = o.tokens;
+  if (!o.prompt.empty()) limits.stop_tokens.push_back(llama_vocab_eos(llama_model_get_vocab(large_model)));
   const auto started = std::chrono::steady_clock::now();
   if (o.requests == 1) {
     cospec::llama_cpp::sequence_adapter small(small_context.get()), large(large_context.get());
@@ -176,13 +189,22 @@ int main(int argc, char** argv) try {
   auto large = load(o.model);
   auto small = load(o.draft);
   const auto vocabulary = static_cast<std::size_t>(llama_vocab_n_tokens(llama_model_get_vocab(large.get())));
-  std::mt19937_64 random(1);
+  const llama_vocab* vocab = llama_model_get_vocab(large.get());
   std::vector<std::vector<token_id>> prompts(o.prompts, std::vector<token_id>(8));
-  for (auto& prompt : prompts)
-    for (token_id& t : prompt) t = static_cast<token_id>(random() % vocabulary);
+  if (!o.prompt.empty()) {
+    std::vector<llama_token> tokens(o.prompt.size() + 8);
+    const std::int32_t n = llama_tokenize(vocab, o.prompt.c_str(), static_cast<std::int32_t>(o.prompt.size()),
+                                          tokens.data(), static_cast<std::int32_t>(tokens.size()), true, true);
+    if (n <= 0) throw std::runtime_error("cannot tokenize the prompt");
+    for (auto& prompt : prompts) prompt.assign(tokens.begin(), tokens.begin() + n);
+  } else {
+    std::mt19937_64 random(1);
+    for (auto& prompt : prompts)
+      for (token_id& t : prompt) t = static_cast<token_id>(random() % vocabulary);
+  }
+  const double small_weight = o.target_only ? 0.0 : static_cast<double>(o.small_weight);
   std::printf("%s + draft %s, weighted ensemble %.2f/%.2f, %s, %zu prompts x %zu tokens, %zu threads, %zu %s\n\n",
-              o.model.c_str(), o.draft.c_str(), 1.0 - static_cast<double>(o.small_weight),
-              static_cast<double>(o.small_weight), o.temperature == 0.0f ? "greedy" : "sampling", o.prompts, o.tokens,
+              o.model.c_str(), o.draft.c_str(), 1.0 - small_weight, small_weight, o.temperature == 0.0f ? "greedy" : "sampling", o.prompts, o.tokens,
               o.threads, o.requests, o.requests == 1 ? "request at a time" : "concurrent requests (batch decoder)");
   std::vector<method_run> runs(4);
   runs[0].name = "standard";
@@ -191,10 +213,15 @@ int main(int argc, char** argv) try {
   runs[3].name = "adaptive";
   run_method(runs[0], cospec::standard{}, small.get(), large.get(), o, prompts);
   run_method(runs[1], cospec::fixed_proposer(0, o.gamma), small.get(), large.get(), o, prompts);
-  run_method(runs[2], cospec::alternating({o.gamma, 1}), small.get(), large.get(), o, prompts);
   cospec::adaptive_options measured;
   measured.measure_pass_costs = true;
-  run_method(runs[3], cospec::adaptive(2, measured), small.get(), large.get(), o, prompts);
+  // Towards the target alone only SD is the peer's work: CoS and adaptive would let the
+  // draft, whose weight is 0, verify nothing and propose in vain.
+  if (o.target_only) runs.resize(2);
+  else {
+    run_method(runs[2], cospec::alternating({o.gamma, 1}), small.get(), large.get(), o, prompts);
+    run_method(runs[3], cospec::adaptive(2, measured), small.get(), large.get(), o, prompts);
+  }
 
   const double reference = static_cast<double>(runs[0].tokens) / runs[0].seconds;
   std::printf("%-10s %9s %8s %12s %12s %16s\n", "method", "tokens/s", "speedup", "draft accept", "target accept",
@@ -215,6 +242,16 @@ int main(int argc, char** argv) try {
   }
   if (o.temperature == 0.0f && identical)
     std::printf("\ngreedy outputs of every method are token-identical to standard decoding's\n");
+  if (o.print_text) {
+    std::string text;
+    char piece[256];
+    for (const token_id t : runs[0].outputs.front()) {
+      const std::int32_t n = llama_token_to_piece(vocab, t, piece, sizeof piece, 0, true);
+      if (n > 0) text.append(piece, static_cast<std::size_t>(n));
+    }
+    std::printf("\nstandard decoding's text for prompt 0 (%zu tokens):\n%s\n", runs[0].outputs.front().size(),
+                text.c_str());
+  }
   return identical ? 0 : 1;
 } catch (const std::exception& error) {
   std::fprintf(stderr, "cospec-llama: %s\n", error.what());
