@@ -8,6 +8,7 @@
 #include <cmath>      // std::isfinite
 #include <cstddef>    // std::size_t
 #include <memory>     // std::unique_ptr, std::make_unique
+#include <new>        // std::align_val_t, operator new
 #include <optional>   // std::optional
 #include <span>       // std::span
 #include <string>     // std::string, std::to_string
@@ -30,6 +31,20 @@
 namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
 namespace detail {
+/// Allocates on 64-byte boundaries: every logit row the session owns starts on a cache line
+/// (and on an AVX-512 vector), whatever malloc returns for a large block (glibc: 16 bytes past a page).
+template <class T>
+struct cache_line_allocator {
+  using value_type = T;
+  cache_line_allocator() noexcept = default;
+  template <class U>
+  cache_line_allocator(const cache_line_allocator<U>&) noexcept {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t{64}); }
+  friend bool operator==(const cache_line_allocator&, const cache_line_allocator&) noexcept { return true; }
+};
+using row_storage = std::vector<float, cache_line_allocator<float>>;
+
 /// Throws invalid_configuration unless `prompt` is non-empty with every id below `vocabulary`.
 inline void check_prompt(std::span<const token_id> prompt, std::size_t vocabulary) {
   if (prompt.empty()) throw invalid_configuration("generate: the prompt is empty; models need at least one token");
@@ -345,7 +360,7 @@ class session {
       const std::size_t capacity = std::max(slots, std::min(2 * capacity_, options_.max_pending + 1));
       const std::size_t live = capacity_ == 0 ? 0 : pending_count() + 1;
       for (std::size_t k = 0; k < vocabularies_.size(); ++k) {
-        std::vector<float> rows(capacity * vocabularies_[k]);
+        detail::row_storage rows(capacity * vocabularies_[k]);
         for (std::size_t s = 0; s < live; ++s) {
           const auto old = logits_row(k, s);
           std::copy(old.begin(), old.end(), rows.begin() + static_cast<std::ptrdiff_t>(s * vocabularies_[k]));
@@ -353,7 +368,7 @@ class session {
         logits_[k] = std::move(rows);
       }
       if (!proposals_.empty() || !settings_.greedy()) {
-        std::vector<float> rows(capacity * vocabulary_);
+        detail::row_storage rows(capacity * vocabulary_);
         for (std::size_t s = 0; s < live && !proposals_.empty(); ++s) {
           const auto old = proposal_row(s);
           std::copy(old.begin(), old.end(), rows.begin() + static_cast<std::ptrdiff_t>(s * vocabulary_));
@@ -659,12 +674,12 @@ class session {
 
     std::size_t capacity_ = 0;                // slots in the rings below
     std::size_t head_ = 0;                    // ring index of slot 0
-    std::vector<std::vector<float>> logits_;  // per model: capacity_ rows of its vocabulary size
-    std::vector<float> proposals_;            // capacity_ rows of vocabulary_ (once sampling was asked for)
+    std::vector<detail::row_storage> logits_;  // per model: capacity_ rows of its vocabulary size
+    detail::row_storage proposals_;            // capacity_ rows of vocabulary_ (once sampling was asked for)
     std::vector<std::span<float>> feed_rows_;
     std::vector<std::span<const float>> rows_view_;
-    std::vector<float> target_row_;
-    std::vector<float> proposal_scratch_;  // a greedy proposer's processed logits
+    detail::row_storage target_row_;
+    detail::row_storage proposal_scratch_;  // a greedy proposer's processed logits
 
     generation_limits limits_;
     std::optional<finish_reason> stop_;
