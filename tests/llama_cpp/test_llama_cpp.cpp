@@ -3,7 +3,8 @@
 // llama-convert-llama2c-to-ggml, gives the Eigen transformer's logits; greedy decoding is
 // token-identical across standard, SD, CoS and adaptive; chunked feeds equal unchunked ones;
 // rollback re-feeds exactly; an aborted decode and a full context are clean errors after
-// which the decoder is exact; the batched adapter serves a batch decoder. Built only where
+// which the decoder is exact; a KV cache that fills up mid-feed is a context_overflow that
+// leaves the sequence as it was; the batched adapter serves a batch decoder. Built only where
 // CMake found llama.cpp (ctest label "llama"); each test passes with a warning when the
 // converter or ../shared/models/tokenizer.bin is missing.
 #include <catch2/catch.hpp>
@@ -330,4 +331,34 @@ TEST_CASE("the batched adapter serves a batch decoder, each request as decoded a
   }
   CHECK(identical == prompts.size());
   CHECK(decoder.statistics().models[1].sequences > decoder.statistics().models[1].passes);  // passes were shared
+}
+
+TEST_CASE("a KV cache that fills up is a context_overflow from llama_decode, and the feed is all or nothing",
+          "[llama_cpp][failure]") {
+  COSPEC_REQUIRE_MODELS();
+  auto model = load(models().large_gguf);
+  auto context = make_context(model.get(), {64, 16, 2});  // 64 cells shared by 2 sequences
+  cospec::llama_cpp::batched_adapter engine(context.get(), 2);
+  const cospec::sequence_id a = engine.create_sequence();
+  const cospec::sequence_id b = engine.create_sequence();
+  const auto first = prompt_of(40, 1);
+  const auto second = prompt_of(40, 2);
+  std::vector<float> row(engine.vocabulary_size());
+  std::vector<std::span<float>> rows{std::span<float>(row)};
+  const cospec::sequence_feed feed_a{a, first, {}};
+  engine.feed(std::span(&feed_a, 1));
+  // 40 more tokens do not fit beside the first 40: llama_decode finds no slot (status 1) on a
+  // later chunk of 16, after earlier chunks went in; the adapter takes those out again.
+  const cospec::sequence_feed feed_b{b, second, cospec::logit_outputs(rows)};
+  CHECK_THROWS_AS(engine.feed(std::span(&feed_b, 1)), cospec::context_overflow);
+  CHECK(engine.context_length(a) == 40);
+  CHECK(engine.context_length(b) == 0);
+  // Room made, the same feed succeeds and gives the row a sequence alone gives.
+  engine.truncate(a, 10);
+  engine.feed(std::span(&feed_b, 1));
+  CHECK(engine.context_length(b) == 40);
+  auto alone_context = make_context(model.get(), {64, 16, 1});
+  cospec::llama_cpp::sequence_adapter alone(alone_context.get());
+  const auto expected = rows_after(alone, second, 1);
+  CHECK(largest_difference({row}, expected) < 1e-4f);
 }
