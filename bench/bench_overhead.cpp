@@ -28,6 +28,7 @@
 
 #include <execinfo.h>  // backtrace, backtrace_symbols_fd (glibc)
 
+#include <algorithm>  // std::fill
 #include <atomic>    // std::atomic
 #include <chrono>    // std::chrono::steady_clock
 #include <cmath>     // std::sqrt, std::log, std::cos
@@ -36,10 +37,12 @@
 #include <cstdio>    // std::printf, std::fwrite
 #include <cstdlib>   // std::malloc, std::free, std::aligned_alloc, std::getenv
 #include <cstring>   // std::memcpy
+#include <limits>    // std::numeric_limits
 #include <map>       // std::map
 #include <memory>    // std::shared_ptr, std::make_shared
 #include <new>       // std::bad_alloc, std::align_val_t
 #include <numbers>   // std::numbers::pi
+#include <optional>  // std::optional
 #include <span>      // std::span
 #include <string>    // std::string, std::to_string
 #include <utility>   // std::pair, std::move
@@ -246,7 +249,9 @@ std::string case_name(const case_info& info) {
 }
 
 /// cospec's own kernels for one committed position, called directly on the bank's rows
-/// without the decoder: the proposer's distribution and draw, the target, the verification.
+/// without the decoder, in the session's data flow (docs/engine.md, "What a token costs"): the
+/// proposer's distribution and draw, the target (at the proposed token alone where the
+/// combiner allows it), the verification (with the target row on a rejection).
 /// Their sum against cospec's time shows what the decoder adds (bookkeeping, ring buffers);
 /// each against the floor shows which pass costs what.
 template <class Combiner>
@@ -254,7 +259,7 @@ class pass_replay {
  public:
   pass_replay(Combiner combiner, bool sampling, std::size_t proposer, std::size_t models, std::size_t size)
       : combiner_(std::move(combiner)), settings_(make_settings(sampling)), evaluator_(combiner_, settings_),
-        proposer_(proposer), rows_(models), proposal_(size), target_(size), random_(5) {}
+        proposer_(proposer), rows_(models), known_(models), proposal_(size), target_(size), random_(5) {}
 
   void run(const row_bank& bank, std::size_t position) {
     using clock = std::chrono::steady_clock;
@@ -263,6 +268,9 @@ class pass_replay {
     cospec::token_id x;
     if (settings_.greedy()) {
       x = static_cast<cospec::token_id>(cospec::kernels::max_argmax(rows_[proposer_]).index);
+    } else if constexpr (cospec::combiner_with_point_target<Combiner>) {
+      proposal_sum_ = cospec::kernels::unnormalized_softmax(rows_[proposer_], proposal_, 1.0f / settings_.temperature).sum;
+      x = static_cast<cospec::token_id>(cospec::kernels::sample_inverse_cdf(proposal_, random_.uniform(), proposal_sum_));
     } else {
       combiner_.proposal_distribution(proposer_, rows_[proposer_], settings_.temperature, proposal_);
       x = static_cast<cospec::token_id>(cospec::kernels::sample_inverse_cdf(proposal_, random_.uniform(), 1.0));
@@ -273,6 +281,21 @@ class pass_replay {
       const cospec::token_id best = evaluator_.greedy_token(rows_, {}, target_);
       const auto targeted = clock::now();
       outcome = cospec::verify_greedy(x, best);
+      target_seconds += seconds_between(proposed, targeted);
+      verify_seconds += seconds_between(targeted, clock::now());
+    } else if (evaluator_.point_target()) {
+      const double q_x = cospec::proposal_probability(x, proposal_, proposal_sum_);
+      std::fill(known_.begin(), known_.end(), std::numeric_limits<double>::quiet_NaN());
+      known_[proposer_] = q_x;
+      const std::optional<double> r_x = evaluator_.probability_at(rows_, x, known_);
+      const auto targeted = clock::now();
+      outcome = verifier_.verify_at(
+          x, r_x.value(), q_x, proposal_, proposal_sum_,
+          [&]() -> std::span<const float> {
+            evaluator_.distribution(rows_, {}, target_);
+            return target_;
+          },
+          random_);
       target_seconds += seconds_between(proposed, targeted);
       verify_seconds += seconds_between(targeted, clock::now());
     } else {
@@ -301,7 +324,9 @@ class pass_replay {
   cospec::speculative_verifier verifier_;
   std::size_t proposer_;
   std::vector<std::span<const float>> rows_;
+  std::vector<double> known_;
   std::vector<float> proposal_, target_;
+  float proposal_sum_ = 1.0f;
   cospec::random_source random_;
 };
 

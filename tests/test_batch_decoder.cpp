@@ -14,6 +14,7 @@
 #include <cstddef>    // std::size_t
 #include <cstdint>    // std::uint64_t
 #include <exception>  // std::exception_ptr, std::rethrow_exception
+#include <limits>     // std::numeric_limits
 #include <map>        // std::map
 #include <optional>   // std::nullopt
 #include <random>     // std::mt19937_64
@@ -805,5 +806,175 @@ TEST_CASE("a step policy that throws loses no request, and the decoder goes on e
   for (const auto& d : finished) {
     CHECK_FALSE(d.failed());
     CHECK(d.result.tokens == alone(configs, combiner, speculator, requests[spec_of.at(d.id)]).tokens);
+  }
+}
+
+// ---- the speculation gate (docs/engine.md, "The batch decides whether to speculate") -------
+
+TEST_CASE("the speculation gate keeps the cheaper advice and probes the other ever more rarely", "[batch][gate]") {
+  // Epochs of 4 steps; the cheaper advice costs 1 per committed token, the other 1.5. The worse
+  // advice runs in epoch 0 or 1 (each advice is tried once), then as probes at epochs 10, 27
+  // and 60: 8, 16 and 32 epochs after the probe before, each probe having confirmed the choice.
+  for (const bool speculation_pays : {false, true}) {
+    cospec::speculation_gate gate({.epoch_steps = 4, .probe_every = 8, .decay = 0.5});
+    std::vector<std::size_t> worse_epochs;
+    for (std::size_t epoch = 0; epoch < 80; ++epoch) {
+      const bool cheap = (gate.advice() == cospec::batch_advice::speculate) == speculation_pays;
+      if (!cheap) worse_epochs.push_back(epoch);
+      for (std::size_t step = 0; step < 4; ++step) gate.observe_step(cheap ? 2.0 : 3.0, 2);
+    }
+    INFO("speculation pays: " << speculation_pays);
+    const std::vector<std::size_t> expected{speculation_pays ? std::size_t{1} : std::size_t{0}, 10, 27, 60};
+    CHECK(worse_epochs == expected);
+    CHECK(gate.cost_per_token(cospec::batch_advice::speculate) == Approx(speculation_pays ? 1.0 : 1.5));
+    CHECK(gate.cost_per_token(cospec::batch_advice::score_only) == Approx(speculation_pays ? 1.5 : 1.0));
+  }
+}
+
+TEST_CASE("the speculation gate follows a batch whose cheaper advice changes", "[batch][gate]") {
+  // Scoring only is cheaper for 30 epochs, then speculating: the probe at epoch 60 (32 epochs
+  // after the one at 27) finds it, and the gate speculates from then on, but for probes of
+  // scoring only, 8 epochs apart again once the choice was overturned.
+  cospec::speculation_gate gate({.epoch_steps = 4, .probe_every = 8, .decay = 0.5});
+  std::vector<cospec::batch_advice> advice;
+  for (std::size_t epoch = 0; epoch < 80; ++epoch) {
+    advice.push_back(gate.advice());
+    const bool speculating = gate.advice() == cospec::batch_advice::speculate;
+    const bool cheap = speculating == (epoch >= 30);
+    for (std::size_t step = 0; step < 4; ++step) gate.observe_step(cheap ? 2.0 : 3.0, 2);
+  }
+  CHECK(advice[29] == cospec::batch_advice::score_only);
+  CHECK(advice[59] == cospec::batch_advice::score_only);
+  CHECK(advice[60] == cospec::batch_advice::speculate);  // the probe
+  std::size_t speculating = 0;
+  for (std::size_t epoch = 61; epoch < 80; ++epoch) speculating += advice[epoch] == cospec::batch_advice::speculate;
+  CHECK(speculating >= 17);
+  CHECK(advice[61] == cospec::batch_advice::speculate);
+}
+
+namespace {
+
+/// A test policy that takes advice: model 0 proposes `gamma` tokens, model 1 verifies
+/// (fixed_proposer), and under score_only it schedules as standard decoding does. It says its
+/// schedule follows timings, which is what lets a batch decoder gate it.
+struct advisable_proposer {
+  cospec::fixed_proposer inner{0, 3};
+  cospec::batch_advice advice = cospec::batch_advice::speculate;
+  bool timings = true;
+
+  void check(std::size_t n) const { inner.check(n); }
+  cospec::invocation next(const cospec::schedule_view& view) {
+    if (advice == cospec::batch_advice::score_only) return cospec::standard{}.next(view);
+    return inner.next(view);
+  }
+  void advise(cospec::batch_advice a) noexcept { advice = a; }
+  [[nodiscard]] bool follows_timings() const noexcept { return timings; }
+};
+static_assert(cospec::advisable_speculator<advisable_proposer>);
+static_assert(cospec::advisable_speculator<cospec::adaptive>);
+static_assert(!cospec::advisable_speculator<cospec::alternating>);
+
+struct gated_run {
+  double virtual_time = 0.0;
+  std::size_t steps = 0;
+  std::size_t steps_score_only = 0;
+  std::map<cospec::request_id, std::vector<token_id>> tokens;
+};
+
+template <class Speculator>
+gated_run run_batch(const std::vector<synthetic_model_config>& configs, std::size_t count, Speculator speculator,
+                    std::vector<cospec::pass_cost> costs, bool gate) {
+  auto models = batch_models(configs, count);
+  cospec::batch_options options;
+  options.pass_costs = std::move(costs);
+  options.gate_speculation = gate;
+  options.gate.epoch_steps = 8;
+  cospec::batch_decoder decoder(pointers(models), cospec::weighted_ensemble::uniform(2), std::move(speculator),
+                                cospec::sampling_settings{}, options);
+  const auto requests = greedy_requests(count);
+  for (const auto& spec : requests) {
+    request_spec longer = spec;
+    longer.limits.max_new_tokens = 160;
+    decoder.submit(longer.prompt, longer.settings, longer.limits);
+  }
+  gated_run run;
+  for (auto& done : decoder.run()) {
+    REQUIRE_FALSE(done.failed());
+    run.tokens[done.id] = done.result.tokens;
+  }
+  run.virtual_time = decoder.statistics().virtual_time;
+  run.steps = decoder.statistics().steps;
+  run.steps_score_only = decoder.statistics().steps_score_only;
+  return run;
+}
+
+}  // namespace
+
+TEST_CASE("where every token of a pass costs more than proposals save, the gate has the batch only score",
+          "[batch][gate]") {
+  // The cost clock prices a pass at 0.1 + 1 per token on both models: compute-bound, so
+  // speculation's extra tokens per pass cost more than the passes it saves.
+  const auto configs = failure_models();
+  const std::vector<cospec::pass_cost> costs{{0.1, 1.0}, {0.1, 1.0}};
+  const gated_run standard = run_batch(configs, 12, cospec::standard{}, costs, true);
+  const gated_run ungated = run_batch(configs, 12, advisable_proposer{}, costs, false);
+  const gated_run gated = run_batch(configs, 12, advisable_proposer{}, costs, true);
+  INFO("virtual time: standard " << standard.virtual_time << ", ungated " << ungated.virtual_time << ", gated "
+                                 << gated.virtual_time << "; gated steps " << gated.steps << ", score-only "
+                                 << gated.steps_score_only);
+  CHECK(ungated.virtual_time > 1.2 * standard.virtual_time);  // speculation is a loss here
+  CHECK(gated.virtual_time < 1.1 * standard.virtual_time);
+  CHECK(gated.steps_score_only > gated.steps / 2);
+  CHECK(ungated.steps_score_only == 0);
+  // Greedy: every request's tokens are the same whatever the schedule.
+  CHECK(gated.tokens == standard.tokens);
+  CHECK(ungated.tokens == standard.tokens);
+}
+
+TEST_CASE("where the fixed cost of a pass dominates, the gate lets the batch speculate", "[batch][gate]") {
+  const auto configs = failure_models();
+  const std::vector<cospec::pass_cost> costs{{1.0, 0.01}, {10.0, 0.01}};
+  const gated_run standard = run_batch(configs, 2, cospec::standard{}, costs, true);
+  const gated_run ungated = run_batch(configs, 2, advisable_proposer{}, costs, false);
+  const gated_run gated = run_batch(configs, 2, advisable_proposer{}, costs, true);
+  INFO("virtual time: standard " << standard.virtual_time << ", ungated " << ungated.virtual_time << ", gated "
+                                 << gated.virtual_time << "; gated steps " << gated.steps << ", score-only "
+                                 << gated.steps_score_only);
+  CHECK(ungated.virtual_time < 0.8 * standard.virtual_time);  // speculation pays here
+  // The price of knowing: the first try of scoring only and the probes, about 1 epoch in 10.
+  CHECK(gated.virtual_time < 1.15 * ungated.virtual_time);
+  CHECK(gated.steps_score_only < gated.steps / 5);
+  CHECK(gated.tokens == standard.tokens);
+}
+
+TEST_CASE("the gate leaves alone a policy whose schedule does not follow timings", "[batch][gate]") {
+  // Gating would make a request's schedule, and so its sampled tokens, depend on the batch.
+  const auto configs = failure_models();
+  const std::vector<cospec::pass_cost> costs{{0.1, 1.0}, {0.1, 1.0}};
+  advisable_proposer deterministic;
+  deterministic.timings = false;
+  CHECK(run_batch(configs, 12, deterministic, costs, true).steps_score_only == 0);
+  CHECK(run_batch(configs, 12, cospec::adaptive(2), costs, true).steps_score_only == 0);
+}
+
+TEST_CASE("told what scoring only costs, the speculation gate never tries it and probes speculation ever more rarely",
+          "[batch][gate]") {
+  // Speculation measures 1.5 per token, scoring only is predicted at 1.0: after the first epoch
+  // the gate scores only, and tries speculation again at epochs 8, 25 and 58 (8, 16, 32 epochs
+  // after the probe before). With a prediction above speculation's cost it keeps speculating
+  // and never scores only.
+  for (const double predicted : {1.0, 2.0}) {
+    cospec::speculation_gate gate({.epoch_steps = 4, .probe_every = 8, .decay = 0.5});
+    std::vector<std::size_t> speculating;
+    for (std::size_t epoch = 0; epoch < 80; ++epoch) {
+      if (gate.advice() == cospec::batch_advice::speculate) speculating.push_back(epoch);
+      for (std::size_t step = 0; step < 4; ++step) gate.observe_step(3.0, 2, predicted);
+    }
+    INFO("predicted cost of scoring only: " << predicted);
+    if (predicted < 1.5) CHECK(speculating == std::vector<std::size_t>{0, 8, 25, 58});
+    else CHECK(speculating.size() == 80);
+    // Scoring only was never measured where it never ran; where it ran, its steps were recorded.
+    if (predicted < 1.5) CHECK(gate.cost_per_token(cospec::batch_advice::score_only) == Approx(1.5));
+    else CHECK(gate.cost_per_token(cospec::batch_advice::score_only) == std::numeric_limits<double>::infinity());
   }
 }

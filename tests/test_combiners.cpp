@@ -505,6 +505,157 @@ TEST_CASE("greedy_scores has the argmax of the temperature-1 target", "[combiner
 }
 
 // =============================================================================================
+// Targets at one token and the greedy token without a row (combiner_with_point_target,
+// combiner_with_greedy_token)
+
+TEST_CASE("the provided combiners evaluate their target at one token; a callable combiner does not",
+          "[combiners][concept]") {
+  STATIC_REQUIRE(cospec::combiner_with_point_target<cospec::weighted_ensemble>);
+  STATIC_REQUIRE(cospec::combiner_with_point_target<cospec::logit_arithmetic>);
+  STATIC_REQUIRE(cospec::combiner_with_greedy_token<cospec::weighted_ensemble>);
+  STATIC_REQUIRE_FALSE(cospec::combiner_with_greedy_token<cospec::logit_arithmetic>);  // its greedy row is cheap already
+  STATIC_REQUIRE_FALSE(cospec::combiner_with_point_target<max_of_models_combiner>);
+  STATIC_REQUIRE_FALSE(cospec::combiner_with_point_target<minimal_combiner>);
+}
+
+TEST_CASE("target_probability equals the reference target at every token, with and without known proposals",
+          "[combiners][point]") {
+  std::uint64_t seed = 1900;
+  for (std::size_t size : vocabulary_sizes)
+    for (std::size_t models : model_counts)
+      for (float temperature : temperatures) {
+        ++seed;
+        CAPTURE(size, models, temperature, seed);
+        model_logits logits = model_logits::random(seed, models, size, 3.0);
+        if (seed % 2 == 0) logits.mask_some(seed);
+        cospec::random_source random(seed);
+        const std::vector<float> ensemble_weights = random_weights(random, models, 0.1, 3.0);
+        const std::vector<float> arithmetic_weights = random_weights(random, models, -1.0, 1.5);
+        cospec::weighted_ensemble ensemble(ensemble_weights);
+        cospec::logit_arithmetic arithmetic(arithmetic_weights);
+        const std::vector<double> ensemble_target = reference_weighted_ensemble(logits.rows(), ensemble_weights, temperature);
+        const std::vector<double> arithmetic_target =
+            reference_logit_arithmetic(logits.rows(), arithmetic_weights, temperature);
+        // Model 0's softmax at T, as a session knows it from model 0's proposal.
+        const std::vector<double> proposal = reference_softmax(scaled(logits[0], temperature));
+        const std::vector<double> unknown(models, std::numeric_limits<double>::quiet_NaN());
+        std::size_t failures = 0;
+        for (std::size_t j = 0; j < size; j += size > 1000 ? 97 : 1) {
+          const auto x = static_cast<cospec::token_id>(j);
+          std::vector<double> known = unknown;
+          known[0] = proposal[j];
+          const auto close = [](std::optional<double> value, double expected) {
+            if (!value) return false;
+            if (expected == 0.0) return *value == 0.0;
+            return std::abs(*value - expected) <= relative_tolerance * expected + absolute_floor;
+          };
+          if (!close(ensemble.target_probability(logits.rows(), temperature, x, unknown), ensemble_target[j])) ++failures;
+          if (!close(ensemble.target_probability(logits.rows(), temperature, x, known), ensemble_target[j])) ++failures;
+          if (!close(arithmetic.target_probability(logits.rows(), temperature, x, unknown), arithmetic_target[j]))
+            ++failures;
+        }
+        CHECK(failures == 0);
+      }
+}
+
+TEST_CASE("a point target uses the known proposal probability it is given", "[combiners][point]") {
+  // A wrong known value must change the answer by exactly its weighted difference: the known
+  // value is what makes the proposer's own row free, so it has to be the one used.
+  model_logits logits = model_logits::random(41, 2, 33);
+  cospec::weighted_ensemble ensemble({0.25f, 0.75f});
+  const std::vector<double> unknown(2, std::numeric_limits<double>::quiet_NaN());
+  const double honest = *ensemble.target_probability(logits.rows(), 1.0f, 5, unknown);
+  const double p0 = reference_softmax(scaled(logits[0], 1.0))[5];
+  const double with_known = *ensemble.target_probability(logits.rows(), 1.0f, 5, std::vector<double>{p0, unknown[1]});
+  const double with_wrong = *ensemble.target_probability(logits.rows(), 1.0f, 5, std::vector<double>{p0 + 0.1, unknown[1]});
+  CHECK(std::abs(with_known - honest) <= relative_tolerance * honest);
+  CHECK(std::abs((with_wrong - with_known) - 0.025) <= 1e-12);
+}
+
+TEST_CASE("target_probability leaves invalid rows, constraints and overflowing combinations to the full target",
+          "[combiners][point]") {
+  const std::vector<double> unknown(2, std::numeric_limits<double>::quiet_NaN());
+  for (float special : {not_a_number, infinity}) {
+    model_logits logits = model_logits::random(43, 2, 33);
+    logits[1][7] = special;
+    CAPTURE(special);
+    CHECK_FALSE(cospec::weighted_ensemble::uniform(2).target_probability(logits.rows(), 1.0f, 3, unknown));
+    CHECK_FALSE(cospec::weighted_ensemble({1.0f, 0.0f}).target_probability(logits.rows(), 1.0f, 3, unknown));
+    CHECK_FALSE(cospec::contrastive_decoding(0.1f).target_probability(logits.rows(), 1.0f, 3, unknown));
+    CHECK_FALSE(cospec::logit_arithmetic({1.0f, 0.0f}).target_probability(logits.rows(), 1.0f, 3, unknown));
+  }
+  model_logits logits = model_logits::random(44, 2, 33);
+  CHECK_FALSE(cospec::contrastive_decoding(0.1f, 0.1f).target_probability(logits.rows(), 1.0f, 3, unknown));
+  logits[0][4] = logits[1][4] = std::numeric_limits<float>::max();
+  CHECK_FALSE(cospec::logit_arithmetic({1.0f, 1.0f}).target_probability(logits.rows(), 1.0f, 3, unknown));
+  model_logits masked(std::vector<std::vector<float>>{std::vector<float>(33, minus_infinity), std::vector<float>(33, 0.0f)});
+  CHECK_FALSE(cospec::weighted_ensemble::uniform(2).target_probability(masked.rows(), 1.0f, 3, unknown));
+  // A token that one weighted model masks has probability 0 under logit arithmetic.
+  model_logits partly = model_logits::random(45, 2, 33);
+  partly[1][9] = minus_infinity;
+  CHECK(cospec::contrastive_decoding(0.1f).target_probability(partly.rows(), 1.0f, 9, unknown) == 0.0);
+}
+
+TEST_CASE("weighted_ensemble's greedy_token is the argmax of the exact mixture", "[combiners][greedy]") {
+  std::uint64_t seed = 2100;
+  for (std::size_t size : vocabulary_sizes)
+    for (std::size_t models : model_counts)
+      for (double spread : {0.5, 3.0, 12.0}) {  // near-uniform to peaked rows
+        ++seed;
+        CAPTURE(size, models, spread, seed);
+        model_logits logits = model_logits::random(seed, models, size, spread);
+        if (seed % 2 == 0) logits.mask_some(seed);
+        cospec::random_source random(seed);
+        const std::vector<float> weights = random_weights(random, models, 0.05, 3.0);
+        cospec::weighted_ensemble ensemble(weights);
+        const std::optional<cospec::token_id> token = ensemble.greedy_token(logits.rows());
+        const std::vector<double> reference = reference_weighted_ensemble(logits.rows(), weights, 1.0);
+        if (!token) {
+          // Allowed only where more than 256 tokens lie within log(1 / lambda_i) of a model's maximum.
+          bool crowded = false;
+          double total = 0.0;
+          for (float w : weights) total += w;
+          for (std::size_t i = 0; i < models; ++i) {
+            const float top = *std::max_element(logits[i].begin(), logits[i].end());
+            const auto near = std::count_if(logits[i].begin(), logits[i].end(),
+                                            [&](float l) { return l >= top + std::log(weights[i] / total) - 1e-3; });
+            crowded = crowded || near > 256;
+          }
+          CHECK(crowded);
+          continue;
+        }
+        REQUIRE(*token >= 0);
+        require_argmax_matches(static_cast<std::size_t>(*token), reference);
+        // Maxima the caller knows (a proposer's, from its argmax) change nothing.
+        std::vector<float> maxima(models, not_a_number);
+        maxima[0] = *std::max_element(logits[0].begin(), logits[0].end());
+        CHECK(ensemble.greedy_token(logits.rows(), maxima) == token);
+      }
+}
+
+TEST_CASE("greedy_token finds a mixture argmax that is no model's own argmax, and breaks ties by the lower index",
+          "[combiners][greedy]") {
+  // Model 0 prefers token 0, model 1 token 2, both put token 1 just behind: the mixture's
+  // argmax is token 1. A search limited to each model's own argmax would miss it.
+  model_logits logits(std::vector<std::vector<float>>{{5.0f, 4.9f, 0.0f, -1.0f}, {0.0f, 4.9f, 5.0f, -1.0f}});
+  cospec::weighted_ensemble ensemble = cospec::weighted_ensemble::uniform(2);
+  const std::vector<double> reference = reference_weighted_ensemble(logits.rows(), {1.0f, 1.0f}, 1.0);
+  REQUIRE(argmax(std::span<const double>(reference)) == 1);
+  CHECK(ensemble.greedy_token(logits.rows()) == std::optional<cospec::token_id>{1});
+  // Exact ties: tokens 1 and 3 score the same; the lower index wins, as in max_argmax.
+  model_logits tied(std::vector<std::vector<float>>{{0.0f, 3.0f, 1.0f, 3.0f}, {0.0f, 2.0f, 1.0f, 2.0f}});
+  CHECK(ensemble.greedy_token(tied.rows()) == std::optional<cospec::token_id>{1});
+  // Invalid rows and rows with too many near-equal tokens are left to greedy_scores.
+  model_logits flat(std::vector<std::vector<float>>{std::vector<float>(1000, 1.0f), std::vector<float>(1000, 2.0f)});
+  CHECK_FALSE(ensemble.greedy_token(flat.rows()));
+  tied[1][2] = not_a_number;
+  CHECK_FALSE(ensemble.greedy_token(tied.rows()));
+  tied[1][2] = 1.0f;
+  tied[0][0] = infinity;
+  CHECK_FALSE(cospec::weighted_ensemble({0.0f, 1.0f}).greedy_token(tied.rows()));  // weight 0, validated all the same
+}
+
+// =============================================================================================
 // target_evaluator: transforms applied to the target
 
 namespace {

@@ -5,7 +5,10 @@
 
 #include <cospec/cospec.hpp>
 
+#include <cmath>
 #include <map>
+#include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -80,6 +83,36 @@ void check_exact(const std::string& name, std::size_t n, const reference_combina
 reference_combination ensemble(std::size_t n) {
   return {reference_combination::kind::weighted_ensemble, std::vector<double>(n, 1.0), std::nullopt};
 }
+
+/// The weighted ensemble, counting the target rows it writes. `broken` makes its target at one
+/// token return the proposer's own probability there (so every proposal is accepted): a wrong
+/// point target that the enumeration must catch.
+struct counting_ensemble {
+  cospec::weighted_ensemble inner;
+  std::size_t* rows_written;
+  bool broken = false;
+
+  [[nodiscard]] std::size_t model_count() const { return inner.model_count(); }
+  float target_weights(cospec::logit_rows logits, float temperature, std::span<float> out) {
+    ++*rows_written;
+    return inner.target_weights(logits, temperature, out);
+  }
+  cospec::score_domain greedy_scores(cospec::logit_rows logits, std::span<float> out) {
+    return inner.greedy_scores(logits, out);
+  }
+  void proposal_distribution(std::size_t model, std::span<const float> logits, float temperature,
+                             std::span<float> out) const {
+    inner.proposal_distribution(model, logits, temperature, out);
+  }
+  std::optional<double> target_probability(cospec::logit_rows logits, float temperature, cospec::token_id x,
+                                           std::span<const double> known) {
+    if (broken)
+      for (double k : known)
+        if (!std::isnan(k)) return k;
+    return inner.target_probability(logits, temperature, x, known);
+  }
+};
+static_assert(cospec::combiner_with_point_target<counting_ensemble>);
 
 }  // namespace
 
@@ -165,6 +198,48 @@ TEST_CASE("the enumeration test rejects a distribution that is not the target", 
   const auto expected = cospec::testing::sequence_probabilities(configs, wrong, plain, prompt, length);
   const auto observed = frequencies(configs, cospec::weighted_ensemble::uniform(2), cospec::alternating({3, 1}),
                                     to_settings(plain), prompt);
+  const auto test = cospec::testing::chi_square(expected, observed, trials);
+  CHECK(test.statistic > cospec::testing::chi_square_critical(test.degrees_of_freedom, significance_z));
+}
+
+TEST_CASE("plain sampling writes a target row only for direct samples and rejections, and stays exact",
+          "[decoder][exactness][point]") {
+  // Verification at the proposed token alone (docs/engine.md, "What a token costs"): the
+  // combiner's target_weights runs only where the whole row is needed.
+  const auto configs = model_set(2);
+  std::vector<synthetic_model> models;
+  for (const auto& config : configs) models.emplace_back(config);
+  std::vector<synthetic_model*> pointers{&models[0], &models[1]};
+  std::size_t rows_written = 0;
+  cospec::decoder decoder(pointers, counting_ensemble{cospec::weighted_ensemble::uniform(2), &rows_written},
+                          cospec::alternating({3, 1}), cospec::sampling_settings{});
+  std::size_t needed = 0;
+  std::size_t proposals_verified = 0;
+  cospec::generation_limits limits;
+  limits.max_new_tokens = 12;
+  const std::vector<cospec::token_id> prompt{1, 3};
+  for (std::uint64_t trial = 0; trial < 200; ++trial) {
+    limits.seed = trial;
+    const cospec::generation_result result = decoder.generate(prompt, limits);
+    needed += result.statistics.direct_samples + result.statistics.rejections;
+    for (const auto& proposer : result.statistics.proposers) proposals_verified += proposer.proposed;
+  }
+  CHECK(rows_written == needed);
+  CHECK(proposals_verified > 2 * needed);  // most verifications wrote no row
+  const reference_sampling plain{1.0, std::nullopt, std::nullopt};
+  std::size_t ignored = 0;
+  check_exact("WE n=2 gammas (3,1), counted", 2, ensemble(2), counting_ensemble{cospec::weighted_ensemble::uniform(2), &ignored},
+              cospec::alternating({3, 1}), plain);
+}
+
+TEST_CASE("the enumeration test rejects a wrong target at one token", "[decoder][exactness][teeth][point]") {
+  const auto configs = model_set(2);
+  const std::vector<cospec::token_id> prompt{1, 3};
+  const reference_sampling plain{1.0, std::nullopt, std::nullopt};
+  const auto expected = cospec::testing::sequence_probabilities(configs, ensemble(2), plain, prompt, length);
+  std::size_t ignored = 0;
+  const auto observed = frequencies(configs, counting_ensemble{cospec::weighted_ensemble::uniform(2), &ignored, true},
+                                    cospec::alternating({3, 1}), to_settings(plain), prompt);
   const auto test = cospec::testing::chi_square(expected, observed, trials);
   CHECK(test.statistic > cospec::testing::chi_square_critical(test.degrees_of_freedom, significance_z));
 }

@@ -580,6 +580,84 @@ TEST_CASE("softmax and unnormalized_softmax report invalid rows", "[kernels][tra
   }
 }
 
+/// Bit equality of two exp_row_stats (NaN equal to NaN), for the kernels that promise
+/// unnormalized_softmax's statistics without writing the row.
+bool same_stats(const kernels::exp_row_stats& a, const kernels::exp_row_stats& b) {
+  const auto same = [](float x, float y) { return x == y || (std::isnan(x) && std::isnan(y)); };
+  return same(a.max, b.max) && same(a.scale, b.scale) && (same(a.sum, b.sum) || (!a.valid() && !b.valid()));
+}
+
+TEST_CASE("exp_sum and exp_sum_collecting return unnormalized_softmax's statistics bit for bit", "[kernels][reduce]") {
+  for (std::size_t size : row_lengths) {
+    row_source source(1250 + size);
+    for (double sigma : {1.0, 10.0}) {
+      std::vector<float> row = source.normal_row(size, 0.0, sigma);
+      if (size > 2)
+        for (std::size_t j = 0; j < size; j += 3) row[j] = minus_infinity;  // masks do not count
+      row[size / 2] = static_cast<float>(4.0 * sigma);                       // some finite entry
+      for (float scale : {1.0f, 0.5f, 1.7f}) {
+        std::vector<float> out(size);
+        const kernels::exp_row_stats expected = kernels::unnormalized_softmax(row, out, scale);
+        INFO("size " << size << ", sigma " << sigma << ", scale " << scale);
+        CHECK(same_stats(kernels::exp_sum(row, scale), expected));
+        std::vector<std::uint32_t> found(size);
+        std::size_t count = 0;
+        CHECK(same_stats(kernels::exp_sum_collecting(row, scale, 0.01f, found, count), expected));
+        // The row's maximum given (from an earlier pass) changes nothing.
+        std::vector<std::uint32_t> found_again(size);
+        std::size_t count_again = 0;
+        CHECK(same_stats(kernels::exp_sum_collecting(row, scale, 0.01f, found_again, count_again,
+                                                     kernels::max_argmax(row).value),
+                         expected));
+        CHECK(count_again == count);
+        CHECK(found_again == found);
+        // The collected entries are exactly those whose written exp reaches the floor.
+        std::vector<std::uint32_t> reaching;
+        for (std::size_t j = 0; j < size; ++j)
+          if (out[j] >= 0.01f) reaching.push_back(static_cast<std::uint32_t>(j));
+        REQUIRE(count == reaching.size());
+        CHECK(std::equal(reaching.begin(), reaching.end(), found.begin()));
+      }
+    }
+  }
+}
+
+TEST_CASE("exp_sum_collecting says when more entries qualify than it may write", "[kernels][reduce]") {
+  for (std::size_t size : {std::size_t{33}, std::size_t{1000}, std::size_t{152064}}) {
+    const std::vector<float> row(size, 2.0f);  // every exp is exactly 1
+    std::vector<std::uint32_t> found(8, 77);
+    std::size_t count = 0;
+    const kernels::exp_row_stats stats = kernels::exp_sum_collecting(row, 1.0f, 0.5f, found, count);
+    INFO("size " << size);
+    CHECK(count == found.size() + 1);
+    for (std::size_t k = 0; k < found.size(); ++k) CHECK(found[k] == k);  // the first ones, in order
+    CHECK(stats.sum == static_cast<float>(size));                          // the sum is still complete
+    std::vector<std::uint32_t> none;
+    CHECK(kernels::exp_sum_collecting(row, 1.0f, 0.5f, none, count).valid());
+    CHECK(count == 1);
+  }
+}
+
+TEST_CASE("exp_sum and exp_sum_collecting report invalid rows as unnormalized_softmax does", "[kernels][reduce][invalid]") {
+  for (std::size_t size : row_lengths) {
+    row_source source(1275 + size);
+    std::vector<std::uint32_t> found(4);
+    std::size_t count = 0;
+    for (std::size_t position : probe_positions(size, source)) {
+      std::vector<float> row = source.normal_row(size, 0.0, 1.0);
+      INFO("size " << size << ", special value at " << position);
+      for (float special : {not_a_number, plus_infinity}) {
+        row[position] = special;
+        CHECK_FALSE(kernels::exp_sum(row).valid());
+        CHECK_FALSE(kernels::exp_sum_collecting(row, 1.0f, 0.1f, found, count).valid());  // count: unspecified
+      }
+    }
+    const std::vector<float> masked(size, minus_infinity);
+    CHECK_FALSE(kernels::exp_sum(masked).valid());
+    CHECK(kernels::exp_sum(masked).max == minus_infinity);
+  }
+}
+
 TEST_CASE("scale_row multiplies every entry exactly as a scalar float product", "[kernels][transform]") {
   // reference.hpp has no scale_row: the oracle is the single float multiplication itself,
   // which SIMD rounds identically, so the rows must match bit for bit.
@@ -695,6 +773,61 @@ TEST_CASE("linear_combination turns a +inf logit into NaN so that validity check
         CHECK_FALSE(std::isfinite(kernels::log_sum_exp(out)));
       }
     }
+  }
+}
+
+TEST_CASE("combination_log_sum_exp is log_sum_exp of linear_combination bit for bit", "[kernels][reduce]") {
+  // 1 to 6 rows: each row count up to four has its own loop, more take the general one; rows
+  // of weight 0 (NaN-filled here) are not read; masks and the +inf rule as in linear_combination.
+  for (std::size_t size : row_lengths) {
+    row_source source(1660 + size);
+    for (std::size_t n = 1; n <= 6; ++n) {
+      for (bool with_masks : {false, true}) {
+        std::vector<std::vector<float>> rows;
+        std::vector<float> weights;
+        for (std::size_t i = 0; i < n; ++i) {
+          rows.push_back(source.normal_row(size, 0.0, 4.0));
+          weights.push_back(static_cast<float>(source.uniform() * 2.0 - 0.7));
+        }
+        rows.push_back(std::vector<float>(size, not_a_number));
+        weights.push_back(0.0f);
+        if (with_masks)
+          for (std::size_t j = 0; j < size; ++j)
+            if (source.uniform() < 0.1) rows[source.below(n)][j] = minus_infinity;
+        rows[0][size / 2] = 30.0f;  // keep a finite entry whatever the masks
+        for (std::size_t i = 1; i < n; ++i) rows[i][size / 2] = 1.0f;
+        for (float scale : {1.0f, 1.0f / 0.7f}) {
+          std::vector<float> combined(size);
+          kernels::linear_combination(spans_of(rows), weights, combined, scale);
+          const float expected = kernels::log_sum_exp(combined);
+          INFO("size " << size << ", " << n << " rows, masks " << with_masks << ", scale " << scale);
+          REQUIRE(std::isfinite(expected));
+          CHECK(kernels::combination_log_sum_exp(spans_of(rows), weights, scale) == expected);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("combination_log_sum_exp is not finite for a +inf or NaN input or an overflow, -inf for a full mask",
+          "[kernels][reduce][invalid]") {
+  for (std::size_t size : row_lengths) {
+    row_source source(1690 + size);
+    for (std::size_t position : probe_positions(size, source)) {
+      for (float special : {plus_infinity, not_a_number}) {
+        std::vector<std::vector<float>> rows{source.normal_row(size, 0.0, 1.0), source.normal_row(size, 0.0, 1.0)};
+        rows[1][position] = special;
+        INFO("size " << size << ", " << special << " at " << position);
+        CHECK_FALSE(std::isfinite(kernels::combination_log_sum_exp(spans_of(rows), std::vector<float>{1.0f, -0.5f})));
+      }
+      std::vector<std::vector<float>> large{source.normal_row(size, 0.0, 1.0), source.normal_row(size, 0.0, 1.0)};
+      large[0][position] = largest_float;
+      large[1][position] = largest_float;
+      INFO("float max in both rows at " << position);
+      CHECK_FALSE(std::isfinite(kernels::combination_log_sum_exp(spans_of(large), std::vector<float>{1.0f, 1.0f})));
+    }
+    const std::vector<std::vector<float>> masked{std::vector<float>(size, minus_infinity), std::vector<float>(size, 1.0f)};
+    CHECK(kernels::combination_log_sum_exp(spans_of(masked), std::vector<float>{1.0f, -0.1f}) == minus_infinity);
   }
 }
 

@@ -5,9 +5,11 @@
 
 #include <concepts>  // std::same_as, std::convertible_to, std::move_constructible
 #include <cstddef>   // std::size_t
+#include <optional>  // std::optional
 #include <span>      // std::span
 
 #include "cospec/combine/logit_rows.hpp"
+#include "cospec/token.hpp"
 
 namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
@@ -67,6 +69,31 @@ concept combiner = std::move_constructible<C> && combiner_with_model_count<C> &&
 template <class C>
 concept combiner_with_target_logits = requires(C& c, logit_rows logits, std::span<float> out) {
   { c.target_logits(logits, out) } -> std::same_as<void>;
+};
+
+/// Optional: combiners whose proposals are softmax(row_i / T) (softmax_proposal) and that give
+/// the sampling target's probability at one token without writing a row.
+/// `c.target_probability(rows, T, x, known)` returns r(x), normalised (what target_weights
+/// writes at x divided by its sum, up to rounding), or nullopt where it cannot say cheaply (an
+/// invalid row, a combination that overflows float, a constraint it does not evaluate at one
+/// token): the caller then builds the whole target, which reports or handles the case.
+/// `known[i]` is softmax(row_i / T) at x where the caller already has it (the proposal x was
+/// drawn from), NaN elsewhere. A session then keeps such proposals unnormalised and builds the
+/// target row only on a rejection (docs/combiners.md, "Targets at one token").
+template <class C>
+concept combiner_with_point_target =
+    requires(C& c, logit_rows logits, float temperature, token_id x, std::span<const double> known) {
+      { c.target_probability(logits, temperature, x, known) } -> std::same_as<std::optional<double>>;
+    };
+
+/// Optional: combiners that find the greedy token (the argmax of the temperature-1 target, the
+/// lowest index among ties) without writing a row: `c.greedy_token(rows, known_maxima)`, or
+/// nullopt where they cannot say cheaply (as above); greedy_scores then decides.
+/// `known_maxima[i]` is row i's largest logit where the caller has it (the argmax it proposed
+/// from), NaN elsewhere; the span may be empty.
+template <class C>
+concept combiner_with_greedy_token = requires(C& c, logit_rows logits, std::span<const float> known_maxima) {
+  { c.greedy_token(logits, known_maxima) } -> std::same_as<std::optional<token_id>>;
 };
 
 }  // namespace cospec

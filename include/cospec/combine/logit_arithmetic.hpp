@@ -6,7 +6,7 @@
 #include "cospec/abi.hpp"
 
 #include <algorithm>  // std::max
-#include <cmath>      // std::isfinite, std::log
+#include <cmath>      // std::isfinite, std::log, std::exp, std::fma
 #include <cstddef>    // std::size_t
 #include <limits>     // std::numeric_limits
 #include <optional>   // std::optional
@@ -21,6 +21,7 @@
 #include "cospec/errors.hpp"
 #include "cospec/kernels/reduce.hpp"
 #include "cospec/kernels/transform.hpp"
+#include "cospec/token.hpp"
 
 namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
@@ -97,6 +98,33 @@ class logit_arithmetic {
     // overflowed float to +inf somewhere or to -inf everywhere (combine_exactly tells).
     throw_if_a_row_is_invalid(logits);
     combine_exactly(logits, out);
+  }
+
+  /// r(x) without writing a row (combiner_with_point_target): exp(z_x - log sum_j exp(z_j)) for
+  /// z = sum_i (w_i / T) l_i, whose normaliser kernels::combination_log_sum_exp computes from
+  /// the rows (one pass, nothing written); `known` is not needed. nullopt with
+  /// a plausibility constraint, for an invalid row and for a combination that overflows float:
+  /// target_weights handles those.
+  std::optional<double> target_probability(logit_rows logits, float temperature, token_id x,
+                                           std::span<const double> /*known*/) {
+    if (constrained()) return std::nullopt;
+    check_row_shapes(logits, model_count());
+    const auto j = static_cast<std::size_t>(x);
+    if (x < 0 || j >= logits[0].size()) return std::nullopt;
+    for (std::size_t i = 0; i < weights_.size(); ++i)
+      if (weights_[i] == 0.0f && !row_is_valid(logits[i])) return std::nullopt;
+    const float scale = 1.0f / temperature;
+    const float log_normaliser = kernels::combination_log_sum_exp(logits, weights_, scale);
+    if (!std::isfinite(log_normaliser)) return std::nullopt;
+    // z_x as the kernel forms it: one fused multiply-add per model, masks kept.
+    float z = 0.0f;
+    for (std::size_t i = 0; i < weights_.size(); ++i) {
+      if (weights_[i] == 0.0f) continue;
+      const float l = logits[i][j];
+      if (l == -std::numeric_limits<float>::infinity()) return 0.0;
+      z = std::fma(weights_[i] * scale, l, z);
+    }
+    return std::exp(static_cast<double>(z) - static_cast<double>(log_normaliser));
   }
 
   void proposal_distribution(std::size_t model, std::span<const float> logits, float temperature,

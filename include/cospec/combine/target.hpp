@@ -66,6 +66,26 @@ class target_evaluator {
     return settings_->process_proposals && (in_logit_space() || !bias_.empty());
   }
 
+  /// Whether the target's probability at one token can be had without building its row: the
+  /// combiner evaluates at one token (combiner_with_point_target) and nothing needs the whole
+  /// row (no penalties, processor, bias or truncation filter).
+  [[nodiscard]] bool point_target() const noexcept {
+    if constexpr (combiner_with_point_target<Combiner>)
+      return !in_logit_space() && bias_.empty() && !settings_->top_k && !settings_->top_p && !settings_->min_p;
+    else
+      return false;
+  }
+
+  /// r(x) at one position by the combiner's evaluation at one token (`known` as for
+  /// combiner_with_point_target), or nullopt where only the whole row can tell (distribution()
+  /// then reports or handles it). Precondition: point_target(), !settings.greedy().
+  std::optional<double> probability_at(logit_rows logits, token_id x, std::span<const double> known) {
+    if constexpr (combiner_with_point_target<Combiner>)
+      return combiner_->target_probability(logits, settings_->temperature, x, known);
+    else
+      return std::nullopt;
+  }
+
   /// The normalised target r at one position, written to `out`. Throws invalid_logits if the
   /// rows define no distribution or the transforms mask every token.
   /// Precondition: !settings.greedy().
@@ -100,9 +120,15 @@ class target_evaluator {
     normalise(out, sum);
   }
 
-  /// The greedy token at one position; `scratch` has length V. Throws invalid_logits as
-  /// `distribution` does.
-  token_id greedy_token(logit_rows logits, std::span<const token_id> prefix, std::span<float> scratch) {
+  /// The greedy token at one position; `scratch` has length V. `known_maxima` as for
+  /// combiner_with_greedy_token (each model's largest logit where known, NaN elsewhere, or
+  /// empty). Throws invalid_logits as `distribution` does.
+  token_id greedy_token(logit_rows logits, std::span<const token_id> prefix, std::span<float> scratch,
+                        std::span<const float> known_maxima = {}) {
+    if constexpr (combiner_with_greedy_token<Combiner>) {
+      if (!in_logit_space() && bias_.empty())
+        if (const std::optional<token_id> token = combiner_->greedy_token(logits, known_maxima)) return *token;
+    }
     if (in_logit_space()) {
       // The same logits as sampling's, at T = 1 (whose argmax is the greedy token).
       const bool tempered = target_logits(logits, 1.0f, scratch);

@@ -4,18 +4,23 @@
 
 #include "cospec/abi.hpp"
 
-#include <cmath>    // std::isfinite
-#include <cstddef>  // std::size_t
-#include <span>     // std::span
-#include <string>   // std::to_string
-#include <utility>  // std::move
-#include <vector>   // std::vector
+#include <cmath>     // std::isfinite, std::isnan, std::exp, std::log
+#include <cstddef>   // std::size_t
+#include <cstdint>   // std::uint32_t
+#include <limits>    // std::numeric_limits
+#include <optional>  // std::optional
+#include <span>      // std::span
+#include <string>    // std::to_string
+#include <utility>   // std::move
+#include <vector>    // std::vector
 
 #include "cospec/combine/logit_rows.hpp"
 #include "cospec/combine/proposal.hpp"
 #include "cospec/combine/combiner.hpp"
 #include "cospec/errors.hpp"
+#include "cospec/kernels/reduce.hpp"
 #include "cospec/kernels/transform.hpp"
+#include "cospec/token.hpp"
 
 namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
@@ -39,6 +44,9 @@ class weighted_ensemble {
     for (float& w : weights_) w = static_cast<float>(w / sum);
     row_weights_.resize(weights_.size());
     views_.resize(weights_.size());
+    log_normalisers_.resize(weights_.size());
+    counts_.resize(weights_.size());
+    candidates_.resize(weights_.size() * candidates_per_model);
   }
 
   /// Equal weights 1/n, as in the paper's experiments.
@@ -81,6 +89,77 @@ class weighted_ensemble {
     return score_domain::weights;
   }
 
+  /// r(x) without writing a row (combiner_with_point_target): sum_i lambda_i softmax(l_i / T)(x),
+  /// with known[i] where given and otherwise each model's normaliser from kernels::exp_sum (a
+  /// max pass and an exp pass, nothing written). nullopt for an invalid row, which
+  /// target_weights then reports; a model with weight 0 costs its validating max pass.
+  std::optional<double> target_probability(logit_rows logits, float temperature, token_id x,
+                                           std::span<const double> known) {
+    check_row_shapes(logits, model_count());
+    const auto j = static_cast<std::size_t>(x);
+    if (x < 0 || j >= logits[0].size() || known.size() != model_count()) return std::nullopt;
+    double r = 0.0;
+    for (std::size_t i = 0; i < model_count(); ++i) {
+      if (weights_[i] == 0.0f) {
+        if (!row_is_valid(logits[i])) return std::nullopt;
+        continue;
+      }
+      if (!std::isnan(known[i])) {
+        r += static_cast<double>(weights_[i]) * known[i];
+        continue;
+      }
+      const kernels::exp_row_stats stats = kernels::exp_sum(logits[i], 1.0f / temperature);
+      if (!stats.valid()) return std::nullopt;
+      r += static_cast<double>(weights_[i]) *
+           std::exp((static_cast<double>(logits[i][j]) - stats.max) * static_cast<double>(stats.scale)) / stats.sum;
+    }
+    return r;
+  }
+
+  /// The greedy token without writing a row (combiner_with_greedy_token). With p_i model i's
+  /// temperature-1 softmax and S_i its normaliser (the sum of exp(l_i - max l_i)), the mixture
+  /// at model i's own argmax is at least lambda_i / S_i, while at a token j where every model
+  /// has exp(l_ij - max l_i) < lambda_i it is below sum_i lambda_i * lambda_i / S_i <=
+  /// max_i lambda_i / S_i (the weights sum to 1). So the argmax is among the tokens that some
+  /// model puts within log(1 / lambda_i) of its maximum: kernels::exp_sum_collecting finds
+  /// them in the exp pass that computes S_i (margin 1e-5 for rounding), and only they are
+  /// evaluated, in double; ties go to the lowest index. A known maximum (the proposer's, from
+  /// its argmax) saves that row's max pass. nullopt for an invalid row, or when more than 256
+  /// tokens qualify for one model (near-uniform rows), where the full mixture decides.
+  std::optional<token_id> greedy_token(logit_rows logits, std::span<const float> known_maxima = {}) {
+    check_row_shapes(logits, model_count());
+    if (!known_maxima.empty() && known_maxima.size() != model_count()) return std::nullopt;
+    for (std::size_t i = 0; i < model_count(); ++i) {
+      counts_[i] = 0;
+      if (weights_[i] == 0.0f) {
+        if (!row_is_valid(logits[i])) return std::nullopt;
+        continue;
+      }
+      const std::span<std::uint32_t> found(candidates_.data() + i * candidates_per_model, candidates_per_model);
+      const float known_max = known_maxima.empty() ? std::numeric_limits<float>::quiet_NaN() : known_maxima[i];
+      const kernels::exp_row_stats stats =
+          kernels::exp_sum_collecting(logits[i], 1.0f, weights_[i] * (1.0f - 1e-5f), found, counts_[i], known_max);
+      if (!stats.valid() || counts_[i] > candidates_per_model) return std::nullopt;
+      log_normalisers_[i] = static_cast<double>(stats.max) + std::log(static_cast<double>(stats.sum));
+    }
+    std::size_t best = 0;
+    double best_score = -1.0;
+    for (std::size_t m = 0; m < model_count(); ++m) {
+      for (std::size_t c = 0; c < counts_[m]; ++c) {
+        const std::size_t j = candidates_[m * candidates_per_model + c];
+        double score = 0.0;
+        for (std::size_t i = 0; i < model_count(); ++i)
+          if (weights_[i] != 0.0f)
+            score += static_cast<double>(weights_[i]) * std::exp(static_cast<double>(logits[i][j]) - log_normalisers_[i]);
+        if (score > best_score || (score == best_score && j < best)) {
+          best_score = score;
+          best = j;
+        }
+      }
+    }
+    return static_cast<token_id>(best);
+  }
+
   void proposal_distribution(std::size_t model, std::span<const float> logits, float temperature,
                              std::span<float> out) const {
     softmax_proposal(model, logits, temperature, out);
@@ -91,6 +170,11 @@ class weighted_ensemble {
   std::vector<float> row_weights_;
   std::vector<std::span<const float>> views_;
   std::vector<float> scratch_;  // one exp row per model, grown once per vocabulary size
+  // greedy_token's scratch: per model its log-normaliser and up to candidates_per_model tokens.
+  static constexpr std::size_t candidates_per_model = 256;
+  std::vector<double> log_normalisers_;
+  std::vector<std::size_t> counts_;
+  std::vector<std::uint32_t> candidates_;
 };
 
 }  // namespace cospec

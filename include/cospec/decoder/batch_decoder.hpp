@@ -5,12 +5,13 @@
 
 #include "cospec/abi.hpp"
 
-#include <algorithm>  // std::max, std::none_of, std::remove_if, std::find_if
+#include <algorithm>  // std::max, std::min, std::none_of, std::remove_if, std::find_if
 #include <chrono>     // std::chrono::steady_clock
 #include <cstddef>    // std::size_t
 #include <cstdint>    // std::uint64_t
 #include <deque>      // std::deque
 #include <exception>  // std::exception_ptr, std::current_exception, std::throw_with_nested
+#include <limits>     // std::numeric_limits
 #include <optional>   // std::optional
 #include <span>       // std::span
 #include <string>     // std::string, std::to_string
@@ -42,6 +43,13 @@ struct batch_options : session_options {
   /// capacity_exceeded. At least 1. Bounds the queue's memory when requests arrive faster than
   /// they end.
   std::size_t max_waiting = 1024;
+  /// Lets the batch decide whether its requests speculate (speculation_gate; docs/engine.md,
+  /// "The batch decides whether to speculate"), for speculators that take advice
+  /// (advisable_speculator: adaptive) and whose schedule follows measured time already
+  /// (adaptive with measure_pass_costs), so that no reproducibility is lost. The gate prices
+  /// passes on the cost clock of `pass_costs` if given, else on the fits of the measured passes.
+  bool gate_speculation = true;
+  speculation_gate::settings gate;
 };
 
 /// A request that has ended, by finishing, by cancellation or by an error.
@@ -78,6 +86,7 @@ struct batch_statistics {
   std::vector<batch_model_statistics> models;
   double seconds_in_adapters = 0.0;  ///< the models' passes and the creation of sequences
   double virtual_time = 0.0;  ///< sum over models: the cost clock of the batched passes
+  std::size_t steps_score_only = 0;  ///< steps under the gate's batch_advice::score_only
 };
 
 /// Collaborative decoding of many requests at once over `Model`s (batched adapters, one type
@@ -126,6 +135,8 @@ class batch_decoder {
     groups_.resize(n);
     fits_.resize(n);
     statistics_.models.resize(n);
+    if constexpr (advisable_speculator<Speculator>) gated_ = options_.gate_speculation && speculator_.follows_timings();
+    gate_ = speculation_gate(options_.gate);
   }
 
   // Not noexcept: std::deque's move may allocate.
@@ -205,7 +216,11 @@ class batch_decoder {
     if (k >= groups_.size() || groups_[k].requests == 0)
       throw usage_error("batch_decoder: the step policy chose model " + std::to_string(k) +
                         ", on which no request waits");
+    step_cost_ = 0.0;
+    step_tokens_ = 0;
+    if (gated_ && gate_.advice() == batch_advice::score_only) ++statistics_.steps_score_only;
     serve(k);
+    if (gated_) gate_.observe_step(step_cost_, step_tokens_, score_only_cost_per_token());
     for (active_request& r : active_)
       if (!r.ended && !r.served) ++r.waited;
     ++statistics_.steps;
@@ -257,6 +272,7 @@ class batch_decoder {
     session<Combiner, Speculator> decoding;
     std::vector<sequence_id> sequences;  // one per model
     clock::time_point submitted;
+    std::size_t prompt_length = 0;
     const model_pass* pass = nullptr;  // what its session waits for (while running)
     std::size_t waited = 0;            // steps since it began waiting
     bool served = false;               // in this step's pass
@@ -300,7 +316,7 @@ class batch_decoder {
         continue;
       }
       statistics_.seconds_in_adapters += seconds_since(started);
-      active_.push_back({w.id, std::move(*decoding), std::move(sequences), w.submitted});  // reserved: no throw
+      active_.push_back({w.id, std::move(*decoding), std::move(sequences), w.submitted, w.prompt.size()});  // reserved: no throw
       active_request& r = active_.back();
       try {
         r.decoding.start(w.prompt, w.settings, w.limits);
@@ -400,15 +416,49 @@ class batch_decoder {
     const double fixed = fits_[k].per_pass() / static_cast<double>(batch_.size());
     const double per_token = fits_[k].per_token();
     const double fitted = fits_[k].per_pass() + per_token * static_cast<double>(tokens);
+    std::size_t decoding_tokens = 0;  // fed past the prompts: what the gate prices
     for (std::size_t e = 0; e < served_.size(); ++e) {
       active_request& r = active_[served_[e]];
       r.served = true;
       r.waited = 0;
-      const auto own = static_cast<double>(batch_[e].tokens.size());
+      const std::size_t fed = batch_[e].tokens.size();
+      const std::size_t keep = r.pass->keep;
+      decoding_tokens += fed - (r.prompt_length > keep ? std::min(fed, r.prompt_length - keep) : 0);
+      const auto own = static_cast<double>(fed);
       const double share = fitted > 0.0 ? (fixed + per_token * own) / fitted : own / static_cast<double>(tokens);
+      const std::size_t committed_before = r.decoding.result().tokens.size();
       r.decoding.pass_done(seconds * share);
       advance(r);
+      const std::size_t committed_after =
+          r.ended ? finished_.back().result.tokens.size() : r.decoding.result().tokens.size();
+      step_tokens_ += committed_after - committed_before;
     }
+    if (gated_ && decoding_tokens > 0) {
+      const auto t = static_cast<double>(decoding_tokens);
+      step_cost_ += options_.pass_costs.empty()
+                        ? fits_[k].per_pass() + fits_[k].per_token() * t
+                        : options_.pass_costs[k].per_pass + options_.pass_costs[k].per_token * t;
+    }
+  }
+
+  /// What the running requests would pay per token decoding in lockstep without speculation:
+  /// one pass of every model over one token each, sum_k (a_k + b_k S) / S on the gate's clock;
+  /// +inf while a model's passes have no fit yet.
+  [[nodiscard]] double score_only_cost_per_token() const noexcept {
+    std::size_t running = 0;
+    for (const active_request& r : active_) running += r.ended ? 0 : 1;
+    if (running == 0) return std::numeric_limits<double>::infinity();
+    const auto s = static_cast<double>(running);
+    double cost = 0.0;
+    for (std::size_t k = 0; k < models_.size(); ++k) {
+      if (options_.pass_costs.empty()) {
+        if (!fits_[k].measured()) return std::numeric_limits<double>::infinity();
+        cost += fits_[k].per_pass() + fits_[k].per_token() * s;
+      } else {
+        cost += options_.pass_costs[k].per_pass + options_.pass_costs[k].per_token * s;
+      }
+    }
+    return cost / s;
   }
 
   void record_time(batch_model_statistics& stats, double seconds) noexcept {
@@ -418,6 +468,8 @@ class batch_decoder {
 
   /// Asks r's session for its next pass; ends r if there is none or the session threw.
   void advance(active_request& r) {
+    if constexpr (advisable_speculator<Speculator>)
+      if (gated_) r.decoding.speculator_policy().advise(gate_.advice());
     try {
       r.pass = r.decoding.next_pass();
     } catch (...) {
@@ -556,6 +608,10 @@ class batch_decoder {
 
   std::vector<waiting_pass_group> groups_;
   std::vector<pass_cost_fit> fits_;  // each model's measured passes, for splitting their time
+  bool gated_ = false;               // the speculation gate advises the requests' speculators
+  speculation_gate gate_;
+  double step_cost_ = 0.0;           // this step's pass on the gate's clock
+  std::size_t step_tokens_ = 0;      // tokens this step committed
   std::vector<sequence_feed> batch_;
   std::vector<std::size_t> served_;  // indices into active_ of batch_'s entries
   batch_statistics statistics_;

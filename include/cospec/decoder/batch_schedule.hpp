@@ -1,12 +1,17 @@
 // How a batch decoder chooses the model of its next forward pass (docs/engine.md, "Serving
-// many requests"): the step policy and its default.
+// many requests"): the step policy and its default; and whether the batch speculates at all
+// (the speculation gate).
 #pragma once
 
 #include "cospec/abi.hpp"
 
+#include <cmath>       // std::isfinite
 #include <cstddef>     // std::size_t
 #include <functional>  // std::function
+#include <limits>      // std::numeric_limits
 #include <span>        // std::span
+
+#include "cospec/speculate/speculator.hpp"
 
 namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
@@ -41,6 +46,98 @@ struct fullest_pass {
     }
     return starved != groups.size() ? starved : fullest;
   }
+};
+
+/// Decides, for a whole batch, whether its requests speculate or only score (docs/engine.md,
+/// "The batch decides whether to speculate"). A request that plans alone cannot see what its
+/// speculation costs the others: in a compute-bound pass its extra tokens are paid by
+/// everyone, and a request that speculates drifts out of step, so the passes it misses serve
+/// fewer requests. The gate compares what the batch as a whole pays per committed token under
+/// each advice. It keeps one advice for `epoch_steps` steps; after each such epoch it takes
+/// the advice with the lower cost per token (each advice's sums decayed by `decay` per epoch of
+/// that advice). Scoring only needs no trial when the caller predicts its cost (standard
+/// decoding in lockstep pays exactly sum_k (a_k + b_k S) for S tokens); otherwise the gate tries
+/// an advice it has never tried. It tries the other advice for one epoch `probe_every` epochs
+/// after the last such probe; each probe that confirms the choice doubles that interval (up to
+/// `probe_every * 8`), and one that overturns it sets it back, so that the worse advice costs
+/// little once it is known while a change in the batch (more requests, other acceptance) is
+/// still seen.
+class speculation_gate {
+ public:
+  struct settings {
+    std::size_t epoch_steps = 8;
+    std::size_t probe_every = 8;
+    double decay = 0.5;
+  };
+
+  speculation_gate() = default;
+  explicit speculation_gate(settings s) : settings_(s), interval_(s.probe_every), next_probe_(s.probe_every) {}
+
+  [[nodiscard]] batch_advice advice() const noexcept { return current_; }
+
+  /// The batch's cost per committed token under `advice` so far (decayed), or +inf if unknown.
+  [[nodiscard]] double cost_per_token(batch_advice advice) const noexcept {
+    const std::size_t a = index(advice);
+    return tokens_[a] > 0.0 ? cost_[a] / tokens_[a] : std::numeric_limits<double>::infinity();
+  }
+
+  /// One step under advice(): its pass cost `cost` on the cost clock and committed `tokens`;
+  /// `score_only_cost` is the batch's cost per token of scoring only, as predicted now, or +inf
+  /// if the caller cannot tell (then the gate measures it).
+  void observe_step(double cost, std::size_t tokens,
+                    double score_only_cost = std::numeric_limits<double>::infinity()) noexcept {
+    predicted_ = score_only_cost;
+    epoch_cost_ += cost;
+    epoch_tokens_ += static_cast<double>(tokens);
+    if (++steps_ < settings_.epoch_steps) return;
+    const std::size_t a = index(current_);
+    cost_[a] = settings_.decay * cost_[a] + epoch_cost_;
+    tokens_[a] = settings_.decay * tokens_[a] + epoch_tokens_;
+    tried_[a] = true;
+    steps_ = 0;
+    epoch_cost_ = epoch_tokens_ = 0.0;
+    ++epochs_;
+    const double score_only = std::isfinite(predicted_) ? predicted_ : cost_per_token(batch_advice::score_only);
+    const batch_advice cheaper =
+        score_only < cost_per_token(batch_advice::speculate) ? batch_advice::score_only : batch_advice::speculate;
+    if (probing_) {
+      probing_ = false;
+      const std::size_t longest = settings_.probe_every * 8;
+      interval_ = cheaper == chosen_ ? (interval_ * 2 < longest ? interval_ * 2 : longest) : settings_.probe_every;
+      next_probe_ = epochs_ + interval_;
+    }
+    const batch_advice other = opposite(cheaper);
+    const bool predicted = other == batch_advice::score_only && std::isfinite(predicted_);
+    if (!predicted && (!tried_[index(other)] || epochs_ >= next_probe_)) {
+      probing_ = tried_[index(other)];  // the first try of an advice is no probe of a choice
+      chosen_ = cheaper;
+      current_ = other;
+      if (!probing_) next_probe_ = epochs_ + 1 + interval_;
+      return;
+    }
+    current_ = cheaper;
+  }
+
+ private:
+  static std::size_t index(batch_advice advice) noexcept { return advice == batch_advice::speculate ? 0 : 1; }
+  static batch_advice opposite(batch_advice advice) noexcept {
+    return advice == batch_advice::speculate ? batch_advice::score_only : batch_advice::speculate;
+  }
+
+  settings settings_;
+  batch_advice current_ = batch_advice::speculate;
+  batch_advice chosen_ = batch_advice::speculate;  // the choice a running probe tests
+  bool probing_ = false;
+  std::size_t interval_ = 8;    // epochs between probes
+  std::size_t next_probe_ = 8;  // the epoch count at which the next probe starts
+  double predicted_ = std::numeric_limits<double>::infinity();  // scoring only, per token
+  std::size_t steps_ = 0;
+  std::size_t epochs_ = 0;
+  double epoch_cost_ = 0.0;
+  double epoch_tokens_ = 0.0;
+  double cost_[2] = {0.0, 0.0};
+  double tokens_[2] = {0.0, 0.0};
+  bool tried_[2] = {false, false};
 };
 
 }  // namespace cospec

@@ -4,8 +4,9 @@
 
 #include "cospec/abi.hpp"
 
-#include <algorithm>  // std::min, std::max, std::equal, std::copy
+#include <algorithm>  // std::min, std::max, std::equal, std::copy, std::fill
 #include <cmath>      // std::isfinite
+#include <limits>     // std::numeric_limits
 #include <cstddef>    // std::size_t
 #include <memory>     // std::unique_ptr, std::make_unique
 #include <new>        // std::align_val_t, operator new
@@ -124,6 +125,9 @@ class session {
   [[nodiscard]] std::size_t vocabulary_size() const noexcept { return state_->vocabulary_; }
   [[nodiscard]] std::size_t model_count() const noexcept { return state_->vocabularies_.size(); }
   [[nodiscard]] const Speculator& speculator_policy() const noexcept { return state_->speculator_; }
+  /// The speculator itself, for a driver that advises it (a batch decoder's batch_advice);
+  /// whatever it is told changes the schedule only.
+  [[nodiscard]] Speculator& speculator_policy() noexcept { return state_->speculator_; }
   [[nodiscard]] const Combiner& combination() const noexcept { return state_->combiner_; }
 
   /// Starts a request: `prompt` (non-empty, ids < vocabulary_size()), its sampling settings
@@ -239,6 +243,8 @@ class session {
         throw invalid_configuration("decoder: max_pending must be >= 1 (a proposal must be able to wait for its verifier)");
       fed_.assign(n, 0);
       rows_view_.resize(n);
+      known_.resize(n);
+      known_maxima_.resize(n);
       target_row_.resize(vocabulary_);
       proposal_scratch_.resize(vocabulary_);
       logits_.resize(n);
@@ -349,6 +355,12 @@ class session {
     [[nodiscard]] std::span<float> proposal_row(std::size_t slot) noexcept {
       return {proposals_.data() + ring(slot) * vocabulary_, vocabulary_};
     }
+    /// What proposal_row(slot) sums to (1 unless it is kept unnormalised).
+    [[nodiscard]] float& proposal_sum(std::size_t slot) noexcept { return proposal_sums_[ring(slot)]; }
+    /// q(x) of the token proposed in `slot`, from the row it was drawn from.
+    [[nodiscard]] double& proposal_probability_at(std::size_t slot) noexcept { return proposal_probabilities_[ring(slot)]; }
+    /// A greedy proposal's largest logit (its argmax's), or NaN (a processed proposal).
+    [[nodiscard]] float& proposal_max(std::size_t slot) noexcept { return proposal_maxima_[ring(slot)]; }
     [[nodiscard]] schedule_view view() const noexcept {
       return schedule_view(vocabularies_.size(), pending_count(), scored_, proposers_);
     }
@@ -375,6 +387,17 @@ class session {
         }
         proposals_ = std::move(rows);
       }
+      std::vector<float> sums(capacity, 1.0f);
+      std::vector<float> maxima(capacity, std::numeric_limits<float>::quiet_NaN());
+      std::vector<double> probabilities(capacity, 0.0);
+      for (std::size_t s = 0; s < live && !proposal_sums_.empty(); ++s) {
+        sums[s] = proposal_sum(s);
+        maxima[s] = proposal_max(s);
+        probabilities[s] = proposal_probability_at(s);
+      }
+      proposal_sums_ = std::move(sums);
+      proposal_maxima_ = std::move(maxima);
+      proposal_probabilities_ = std::move(probabilities);
       head_ = 0;
       capacity_ = capacity;
       feed_rows_.resize(capacity);
@@ -506,6 +529,7 @@ class session {
       try {
         if (settings_.greedy()) {
           std::span<const float> row = logits;
+          proposal_max(slot) = std::numeric_limits<float>::quiet_NaN();
           if (processed) {
             token = target_.processed_greedy_proposal(k, logits, prefix, proposal_scratch_);
             row = proposal_scratch_;
@@ -513,6 +537,7 @@ class session {
             const kernels::max_location best = kernels::max_argmax(logits);
             if (!std::isfinite(best.value)) throw_invalid_row(k, logits);
             token = static_cast<token_id>(best.index);
+            proposal_max(slot) = best.value;
           }
           if (wants) {
             // The proposer's temperature-1 probability of its argmax: exp(l_max - log-sum-exp).
@@ -521,12 +546,16 @@ class session {
           }
         } else {
           const std::span<float> q = proposal_row(slot);
+          float& sum = proposal_sum(slot);
+          sum = 1.0f;
           if (processed) target_.processed_proposal(k, logits, prefix, q);
-          else combiner_.proposal_distribution(k, logits, settings_.temperature, q);
-          token = static_cast<token_id>(kernels::sample_inverse_cdf(q, random_.uniform(), 1.0));
+          else sum = proposal_distribution(k, logits, q);
+          token = static_cast<token_id>(kernels::sample_inverse_cdf(q, random_.uniform(), sum));
+          proposal_probability_at(slot) =
+              static_cast<double>(q[static_cast<std::size_t>(token)]) / static_cast<double>(sum);
           if (wants) {
-            probability = q[static_cast<std::size_t>(token)];
-            best_probability = kernels::max_argmax(q).value;
+            probability = q[static_cast<std::size_t>(token)] / sum;
+            best_probability = kernels::max_argmax(q).value / sum;
           }
         }
       } catch (const invalid_logits& e) {
@@ -540,6 +569,21 @@ class session {
       if constexpr (asks_confidence) {
         if (wants && !speculator_.continue_proposing(proposal_confidence{k, inv.proposed - 1, probability, best_probability}))
           inv.stopped_early = true;
+      }
+    }
+
+    /// Model k's own proposal distribution at the sampling temperature into `q`; returns what
+    /// q sums to. A combiner whose proposals are plain softmaxes (combiner_with_point_target
+    /// promises it) gets them unnormalised: the verifier needs q at one token and the residual
+    /// takes the sum, so the normalising pass over the row is saved.
+    float proposal_distribution(std::size_t k, std::span<const float> logits, std::span<float> q) {
+      if constexpr (combiner_with_point_target<Combiner>) {
+        const kernels::exp_row_stats stats = kernels::unnormalized_softmax(logits, q, 1.0f / settings_.temperature);
+        if (!stats.valid()) throw_invalid_row(k, logits);
+        return stats.sum;
+      } else {
+        combiner_.proposal_distribution(k, logits, settings_.temperature, q);
+        return 1.0f;
       }
     }
 
@@ -561,10 +605,13 @@ class session {
         const pending_token proposal = pending_.front();
         verdict outcome{};
         if (settings_.greedy()) {
-          outcome = verify_greedy(proposal.token, target_token(prefix));
+          // The proposer's largest logit here is known from its argmax: the target need not
+          // find it again.
+          std::fill(known_maxima_.begin(), known_maxima_.end(), std::numeric_limits<float>::quiet_NaN());
+          known_maxima_[proposal.proposer] = proposal_max(0);
+          outcome = verify_greedy(proposal.token, target_token(prefix, known_maxima_));
         } else {
-          target_distribution(prefix);
-          outcome = verifier_.verify(proposal.token, proposal_row(0), target_row_, random_);
+          outcome = verify_sampled(proposal, prefix);
         }
         record(proposal, outcome.accepted);
         if (outcome.accepted) {
@@ -579,14 +626,43 @@ class session {
       }
     }
 
-    token_id target_token(std::span<const token_id> prefix) {
+    token_id target_token(std::span<const token_id> prefix, std::span<const float> known_maxima = {}) {
       try {
-        if (settings_.greedy()) return target_.greedy_token(rows_view_, prefix, target_row_);
+        if (settings_.greedy()) return target_.greedy_token(rows_view_, prefix, target_row_, known_maxima);
         target_.distribution(rows_view_, prefix, target_row_);
         return static_cast<token_id>(kernels::sample_inverse_cdf(target_row_, random_.uniform(), 1.0));
       } catch (const invalid_logits& e) {
         throw invalid_logits("position " + std::to_string(committed_) + ", " + e.what());
       }
+    }
+
+    /// Verifies the oldest pending proposal against the sampling target: at the proposed token
+    /// alone where the target allows it (point_target; the proposer's own softmax there is
+    /// known from its proposal), and with the whole target row otherwise or on a rejection.
+    verdict verify_sampled(const pending_token& proposal, std::span<const token_id> prefix) {
+      const float q_sum = proposal_sum(0);
+      if (target_.point_target()) {
+        const double q_x = proposal_probability_at(0);
+        std::fill(known_.begin(), known_.end(), std::numeric_limits<double>::quiet_NaN());
+        known_[proposal.proposer] = q_x;
+        std::optional<double> r_x;
+        try {
+          r_x = target_.probability_at(rows_view_, proposal.token, known_);
+        } catch (const invalid_logits& e) {
+          throw invalid_logits("position " + std::to_string(committed_) + ", " + e.what());
+        }
+        if (r_x) {
+          return verifier_.verify_at(
+              proposal.token, *r_x, q_x, proposal_row(0), q_sum,
+              [&]() -> std::span<const float> {
+                target_distribution(prefix);
+                return target_row_;
+              },
+              random_);
+        }
+      }
+      target_distribution(prefix);
+      return verifier_.verify(proposal.token, proposal_row(0), q_sum, target_row_, random_);
     }
 
     void target_distribution(std::span<const token_id> prefix) {
@@ -676,8 +752,13 @@ class session {
     std::size_t head_ = 0;                    // ring index of slot 0
     std::vector<detail::row_storage> logits_;  // per model: capacity_ rows of its vocabulary size
     detail::row_storage proposals_;            // capacity_ rows of vocabulary_ (once sampling was asked for)
+    std::vector<float> proposal_sums_;         // per ring slot: what its proposal row sums to
+    std::vector<float> proposal_maxima_;       // per ring slot: a greedy proposal's largest logit, or NaN
+    std::vector<double> proposal_probabilities_;  // per ring slot: q at the proposed token
     std::vector<std::span<float>> feed_rows_;
     std::vector<std::span<const float>> rows_view_;
+    std::vector<double> known_;         // verify_sampled: each model's proposal probability at the token, or NaN
+    std::vector<float> known_maxima_;   // greedy verification: each model's largest logit, or NaN
     detail::row_storage target_row_;
     detail::row_storage proposal_scratch_;  // a greedy proposer's processed logits
 

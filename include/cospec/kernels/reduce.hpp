@@ -1,4 +1,5 @@
-// Reductions over one logit row: largest entry with its index, and log-sum-exp.
+// Reductions over logit rows: largest entry with its index, log-sum-exp, and the normaliser of a
+// softmax (of one row, or of a combination of rows) without writing it.
 //
 // Numerical contract shared by every kernel (docs/kernels.md):
 // - `-inf` is a mask: it contributes nothing to sums and yields exact zeros after exp.
@@ -11,6 +12,8 @@
 #include "cospec/abi.hpp"
 
 #include <cstddef>  // std::size_t
+#include <cstdint>  // std::uint32_t
+#include <limits>   // std::numeric_limits
 #include <span>     // std::span
 
 #include "cospec/kernels/detail/variants.hpp"
@@ -32,6 +35,37 @@ inline max_location max_argmax(std::span<const float> row) noexcept {
 /// Precondition: scale > 0. Returns -inf for an all-`-inf` row, NaN or +inf for invalid rows.
 inline float log_sum_exp(std::span<const float> row, float scale = 1.0f) noexcept {
   return detail::dispatch([&](auto isa) { return log_sum_exp(isa, row, scale); });
+}
+
+/// What `unnormalized_softmax(row, out, scale)` returns ({max, scale, sum of the shifted
+/// exps}), bit for bit, without writing a row: the normaliser of a softmax whose values are
+/// needed at a few tokens only. Same passes (max, then exp), same validity rule.
+inline exp_row_stats exp_sum(std::span<const float> row, float scale = 1.0f) noexcept {
+  return detail::dispatch([&](auto isa) { return exp_sum(isa, row, scale); });
+}
+
+/// `exp_sum`, bit for bit, and the indices j (ascending) whose shifted exponential
+/// exp(scale * (row[j] - max)) is at least `smallest`, found in the same exp pass: at most
+/// out.size() of them are written; `count` is set to their number, or to out.size() + 1 when
+/// there are more. The entries within log(1 / smallest) / scale of the row's maximum, for a
+/// caller that must look at them exactly (the weighted ensemble's greedy token). For an invalid
+/// row (stats not `valid()`) `count` and `out` are unspecified. `known_max`, unless NaN, must be
+/// the row's largest entry (max_argmax's value, say, from an earlier pass): the max pass is
+/// then skipped, with the same results.
+inline exp_row_stats exp_sum_collecting(std::span<const float> row, float scale, float smallest,
+                                        std::span<std::uint32_t> out, std::size_t& count,
+                                        float known_max = std::numeric_limits<float>::quiet_NaN()) noexcept {
+  return detail::dispatch([&](auto isa) { return exp_sum_collecting(isa, row, scale, smallest, out, count, known_max); });
+}
+
+/// log_sum_exp of the combination z = linear_combination(rows, weights, scale) (transform.hpp:
+/// masks and +inf as there), without writing z: one pass that forms z and updates
+/// log_sum_exp's running maximum and sum, bit for bit log_sum_exp(z). Not finite when z has a
+/// NaN (an invalid input) or overflowed float (+inf); -inf when z is fully masked.
+/// Preconditions as for `linear_combination`.
+inline float combination_log_sum_exp(std::span<const std::span<const float>> rows, std::span<const float> weights,
+                                     float scale = 1.0f) noexcept {
+  return detail::dispatch([&](auto isa) { return combination_log_sum_exp(isa, rows, weights, scale); });
 }
 
 }  // namespace cospec::kernels

@@ -114,9 +114,15 @@ class adaptive {
 
   invocation next(const schedule_view& view) const {
     for (std::size_t model : order_)
-      if (!view.scored(model, 0)) return {model, best_gamma(model)};
-    return {order_.front(), best_gamma(order_.front())};  // unreachable: the decoder settles first
+      if (!view.scored(model, 0)) return {model, gamma_now(model)};
+    return {order_.front(), gamma_now(order_.front())};  // unreachable: the decoder settles first
   }
+
+  /// A batch decoder's advice (advisable_speculator): under batch_advice::score_only every
+  /// invocation only scores, whatever the estimates say. Not reset by reset(): it is the batch's.
+  void advise(batch_advice advice) noexcept { advice_ = advice; }
+  /// Whether the schedule follows measured time already (measure_pass_costs).
+  [[nodiscard]] bool follows_timings() const noexcept { return options_.measure_pass_costs; }
 
   [[nodiscard]] bool wants_confidence() const noexcept { return options_.p_min > 0.0f; }
   [[nodiscard]] bool continue_proposing(const proposal_confidence& confidence) const noexcept {
@@ -199,6 +205,10 @@ class adaptive {
   }
 
  private:
+  [[nodiscard]] std::size_t gamma_now(std::size_t model) const {
+    return advice_ == batch_advice::score_only ? 0 : best_gamma(model);
+  }
+
   /// The cost of a one-token pass: what orders the models (cheapest proposes first).
   [[nodiscard]] double cost(std::size_t model) const { return pass_cost_estimate(model, 1); }
 
@@ -221,6 +231,7 @@ class adaptive {
   std::vector<std::vector<double>> accepted_;  // decayed acceptances, [model][chain index]
   std::vector<std::vector<double>> observed_;  // decayed trials, [model][chain index]
   std::vector<std::size_t> order_;
+  batch_advice advice_ = batch_advice::speculate;
 };
 
 }  // namespace cospec

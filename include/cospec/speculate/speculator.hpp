@@ -106,6 +106,23 @@ concept confidence_speculator = requires(S& s, const S& cs, const proposal_confi
   { s.continue_proposing(confidence) } -> std::same_as<bool>;
 };
 
+/// A batch decoder's advice to the speculators of its requests (docs/engine.md, "The batch
+/// decides whether to speculate"): whether proposals pay for the batch as a whole right now.
+enum class batch_advice {
+  speculate,   ///< propose as the policy sees fit
+  score_only,  ///< propose nothing: every invocation only scores (standard decoding)
+};
+
+/// Speculators that follow a batch decoder's advice: `s.advise(advice)` may come before any
+/// invocation; `cs.follows_timings()` says whether the policy's schedule already follows
+/// measured time (then the batch may advise from measured pass times without taking away a
+/// reproducibility the caller had). Advice changes the schedule, never the output law.
+template <class S>
+concept advisable_speculator = requires(S& s, const S& cs, batch_advice advice) {
+  { s.advise(advice) } -> std::same_as<void>;
+  { cs.follows_timings() } -> std::same_as<bool>;
+};
+
 /// Speculators with per-generation state.
 template <class S>
 concept resettable_speculator = requires(S& s) {

@@ -22,9 +22,11 @@
 
 namespace cospec::inline COSPEC_ABI_NAMESPACE {
 
-/// min(1, r(x) / q(x)) for normalised r and q. Throws usage_error if q(x) == 0: a token its
-/// own proposal distribution could not have produced means the caller mixed up rows.
-inline double acceptance_probability(token_id x, std::span<const float> proposal, std::span<const float> target) {
+/// q(x) for a proposal row `proposal` whose entries sum to `proposal_sum` (1 for a normalised
+/// one; a session keeps plain softmax proposals unnormalised). Throws usage_error if x is
+/// outside the row or q(x) == 0: a token its own proposal distribution could not have produced
+/// means the caller mixed up rows.
+inline double proposal_probability(token_id x, std::span<const float> proposal, float proposal_sum) {
   const auto index = static_cast<std::size_t>(x);
   if (x < 0 || index >= proposal.size())
     throw usage_error("verifier: token " + std::to_string(x) + " is outside the vocabulary of " +
@@ -32,7 +34,13 @@ inline double acceptance_probability(token_id x, std::span<const float> proposal
   if (!(proposal[index] > 0.0f))
     throw usage_error("verifier: token " + std::to_string(x) +
                       " has probability 0 under the distribution it was proposed from");
-  return std::min(1.0, static_cast<double>(target[index]) / static_cast<double>(proposal[index]));
+  return static_cast<double>(proposal[index]) / static_cast<double>(proposal_sum);
+}
+
+/// min(1, r(x) / q(x)) for normalised r and q. Throws usage_error as proposal_probability does.
+inline double acceptance_probability(token_id x, std::span<const float> proposal, std::span<const float> target) {
+  const double q = proposal_probability(x, proposal, 1.0f);
+  return std::min(1.0, static_cast<double>(target[static_cast<std::size_t>(x)]) / q);
 }
 
 /// Writes max(0, r - q) to `out` and returns its sum (one pass).
@@ -61,11 +69,30 @@ class speculative_verifier {
   /// using one uniform from `random` to accept and, on rejection, one more to draw the
   /// replacement by inverse CDF over the unnormalised residual (no normalising pass).
   verdict verify(token_id x, std::span<const float> proposal, std::span<const float> target, random_source& random) {
-    const double accept = acceptance_probability(x, proposal, target);
-    if (random.uniform() < accept) return {true, x};
+    return verify(x, proposal, 1.0f, target, random);
+  }
+
+  /// The same for a proposal row that sums to `proposal_sum` (unnormalised: q = proposal / sum).
+  verdict verify(token_id x, std::span<const float> proposal, float proposal_sum, std::span<const float> target,
+                 random_source& random) {
+    const double q = proposal_probability(x, proposal, proposal_sum);
+    return verify_at(x, static_cast<double>(target[static_cast<std::size_t>(x)]), q, proposal, proposal_sum,
+                     [&]() { return target; }, random);
+  }
+
+  /// The same with r(x) and q(x) already known (a target evaluated at x alone): the normalised
+  /// target row is asked for, through `target_row()`, only on a rejection, for the residual.
+  /// Precondition: q_x = proposal[x] / proposal_sum > 0 (proposal_probability).
+  template <class TargetRow>
+  verdict verify_at(token_id x, double r_x, double q_x, std::span<const float> proposal, float proposal_sum,
+                    TargetRow&& target_row, random_source& random) {
+    if (random.uniform() < std::min(1.0, r_x / q_x)) return {true, x};
+    const std::span<const float> target = target_row();
     if (residual_.size() < target.size()) residual_.resize(target.size());
     const std::span<float> residual(residual_.data(), target.size());
-    const float mass = residual_distribution(proposal, target, residual);
+    // max(0, sum * r - proposal) = sum * max(0, r - q): the same residual up to its scale,
+    // which inverse CDF sampling does not need.
+    const float mass = kernels::residual(target, proposal, residual, proposal_sum);
     const double u = random.uniform();
     // Exact arithmetic cannot reject when r == q; rounding can, with a residual of zero mass.
     // Then r itself is the right law for the replacement.

@@ -44,15 +44,15 @@ inline float max_lanes(vec values) noexcept {
   return result;
 }
 
-/// exp(x) per lane, within about 2 ulp (docs/kernels.md, "exp"). x = n ln 2 + r with n the
-/// nearest integer to x / ln 2 and |r| <= ln(2) / 2 (ln 2 split in two parts so that n ln 2 is
-/// exact); e^r by a degree-7 polynomial (the minimax coefficients of Cephes' expf); 2^n from
-/// exponent bits. exp(-inf) and every result below FLT_MIN are exact zeros (no subnormals),
-/// +inf and arguments past ln(FLT_MAX) give +inf, NaN stays NaN.
+/// exp(x) per lane for x <= 0 or NaN, within about 2 ulp (docs/kernels.md, "exp"): every
+/// caller passes a row shifted by its maximum (times a positive scale) or -|x - m|, so there
+/// is no upper clamp and no overflow test. x = n ln 2 + r with n the nearest integer to
+/// x / ln 2 and |r| <= ln(2) / 2 (ln 2 split in two parts so that n ln 2 is exact); e^r by a
+/// degree-7 polynomial (the minimax coefficients of Cephes' expf); 2^n from exponent bits.
+/// exp(-inf) and every result below FLT_MIN are exact zeros (no subnormals), NaN stays NaN.
 inline vec exp_lanes(vec x) noexcept {
   constexpr float lowest_argument = -87.33654475f;  // ln(FLT_MIN): 2^n stays a normal float
-  constexpr float highest_argument = 88.37626266f;  // n stays <= 127
-  const vec clamped = min(splat(highest_argument), max(splat(lowest_argument), x));  // NaN stays second
+  const vec clamped = max(splat(lowest_argument), x);  // NaN stays second
   const vec n = round_nearest(mul(clamped, splat(1.44269504088896341f)));
   vec r = fma(n, splat(-0.693359375f), clamped);
   r = fma(n, splat(2.12194440e-4f), r);
@@ -64,8 +64,7 @@ inline vec exp_lanes(vec x) noexcept {
   p = fma(p, r, splat(5.0000001201e-1f));
   const vec e_r = add(fma(p, mul(r, r), r), splat(1.0f));
   const vec result = mul(e_r, exp2_integral(n));
-  const vec underflowed = select(less(x, splat(lowest_argument)), splat(0.0f), result);
-  return select(greater(x, splat(highest_argument)), splat(std::numeric_limits<float>::infinity()), underflowed);
+  return select(less(x, splat(lowest_argument)), splat(0.0f), result);
 }
 
 inline float row_max(isa, std::span<const float> row) noexcept {
@@ -77,8 +76,10 @@ inline float row_max(isa, std::span<const float> row) noexcept {
   return max_lanes(best);
 }
 
-inline exp_row_stats unnormalized_softmax(isa tag, std::span<const float> row, std::span<float> out,
-                                          float scale) noexcept {
+/// The exp pass of unnormalized_softmax (Write: also writing the row) and of exp_sum, one body
+/// so that both give bit-identical statistics for one row.
+template <bool Write>
+inline exp_row_stats shifted_exp_sum(isa tag, std::span<const float> row, std::span<float> out, float scale) noexcept {
   const float shift = row_max(tag, row);
   if (!std::isfinite(shift)) return {shift, scale, 0.0f};
   const std::size_t size = row.size();
@@ -88,14 +89,68 @@ inline exp_row_stats unnormalized_softmax(isa tag, std::span<const float> row, s
   vec sum = splat(0.0f);
   for (std::size_t i = 0; i < body; i += lanes) {
     const vec e = exp_lanes(mul(sub(load(row.data() + i), offset), factor));
-    store(out.data() + i, e);
+    if constexpr (Write) store(out.data() + i, e);
     sum = add(sum, e);
   }
   if (body < size) {
     const vec x = load_tail(row.data() + body, size - body, -std::numeric_limits<float>::infinity());
     const vec e = exp_lanes(mul(sub(x, offset), factor));
-    store_tail(out.data() + body, size - body, e);
+    if constexpr (Write) store_tail(out.data() + body, size - body, e);
     sum = add(sum, e);
+  }
+  return {shift, scale, reduce_add(sum)};
+}
+
+inline exp_row_stats unnormalized_softmax(isa tag, std::span<const float> row, std::span<float> out,
+                                          float scale) noexcept {
+  return shifted_exp_sum<true>(tag, row, out, scale);
+}
+
+/// The statistics `unnormalized_softmax` returns, without writing the row.
+inline exp_row_stats exp_sum(isa tag, std::span<const float> row, float scale) noexcept {
+  return shifted_exp_sum<false>(tag, row, {}, scale);
+}
+
+/// Appends to `out` the indices start + lane of the first `width` lanes of `e` that are at
+/// least `smallest` (the rare path of exp_sum_collecting); counts past out.size() stop at
+/// out.size() + 1.
+inline void collect_lanes(vec e, std::size_t start, std::size_t width, float smallest, std::span<std::uint32_t> out,
+                          std::size_t& count) noexcept {
+  alignas(64) float values[lanes];
+  store_lanes(values, e);
+  for (std::size_t lane = 0; lane < width && count <= out.size(); ++lane) {
+    if (!(values[lane] >= smallest)) continue;
+    if (count < out.size()) out[count] = static_cast<std::uint32_t>(start + lane);
+    ++count;
+  }
+}
+
+/// `exp_sum` (the same sums in the same order), and on the way the indices j, ascending, whose
+/// shifted exp is at least `smallest`: at most out.size() of them, `count` set to their number
+/// or to out.size() + 1 once there are more (the sum is still completed). The compare rides on
+/// the exp pass, which is bound by arithmetic. A `known_max` that is not NaN is the row's
+/// maximum, which saves the max pass.
+inline exp_row_stats exp_sum_collecting(isa tag, std::span<const float> row, float scale, float smallest,
+                                        std::span<std::uint32_t> out, std::size_t& count, float known_max) noexcept {
+  count = 0;
+  const float shift = std::isnan(known_max) ? row_max(tag, row) : known_max;
+  if (!std::isfinite(shift)) return {shift, scale, 0.0f};
+  const std::size_t size = row.size();
+  const vec factor = splat(scale);
+  const vec offset = splat(shift);
+  const vec limit = splat(smallest);
+  const std::size_t body = size - size % lanes;
+  vec sum = splat(0.0f);
+  for (std::size_t i = 0; i < body; i += lanes) {
+    const vec e = exp_lanes(mul(sub(load(row.data() + i), offset), factor));
+    sum = add(sum, e);
+    if (any(at_least(e, limit))) collect_lanes(e, i, lanes, smallest, out, count);
+  }
+  if (body < size) {
+    const vec x = load_tail(row.data() + body, size - body, -std::numeric_limits<float>::infinity());
+    const vec e = exp_lanes(mul(sub(x, offset), factor));
+    sum = add(sum, e);
+    if (any(at_least(e, limit))) collect_lanes(e, body, size - body, smallest, out, count);
   }
   return {shift, scale, reduce_add(sum)};
 }
@@ -107,9 +162,10 @@ inline void scale_row(isa, std::span<float> row, float factor) noexcept {
   for (std::size_t i = body; i < row.size(); ++i) row[i] *= factor;
 }
 
-/// One vector of `linear_combination` at `offset` (`count` lanes).
-[[gnu::always_inline]] inline vec linear_combination_at(std::span<const std::span<const float>> rows, std::span<const float> weights,
-                                 float scale, std::size_t offset, std::size_t count) noexcept {
+/// One vector of `linear_combination` at `offset` (`count` lanes), with the rules for
+/// infinite inputs: a `-inf` anywhere masks, a `+inf` gives NaN.
+inline vec linear_combination_with_infinities(std::span<const std::span<const float>> rows, std::span<const float> weights,
+                                              float scale, std::size_t offset, std::size_t count) noexcept {
   const vec masked = splat(-std::numeric_limits<float>::infinity());
   const vec positive_infinity = splat(std::numeric_limits<float>::infinity());
   vec accumulator = splat(0.0f);
@@ -124,6 +180,23 @@ inline void scale_row(isa, std::span<float> row, float factor) noexcept {
   }
   const vec combined = select(is_masked, masked, accumulator);
   return select(overflow, splat(std::numeric_limits<float>::quiet_NaN()), combined);
+}
+
+/// One vector of `linear_combination`. The sum of products alone is the answer unless an input
+/// is infinite, which leaves the sum infinite or NaN: only then are the rules applied, so that
+/// finite rows pay one check per vector instead of two compares per row.
+[[gnu::always_inline]] inline vec linear_combination_at(std::span<const std::span<const float>> rows, std::span<const float> weights,
+                                 float scale, std::size_t offset, std::size_t count) noexcept {
+  vec accumulator = splat(0.0f);
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    if (weights[i] == 0.0f) continue;
+    accumulator = fma(splat(weights[i] * scale), load_some(rows[i].data() + offset, count, 0.0f), accumulator);
+  }
+  // x - x is 0 for a finite x and NaN for an infinite or NaN one. A finite sum can still come
+  // from finite inputs only (infinite products never cancel to a finite value), so it is the
+  // rules' result too; an overflowed sum of finite inputs goes to the same path, which returns it.
+  if (!any(is_nan(sub(accumulator, accumulator)))) return accumulator;
+  return linear_combination_with_infinities(rows, weights, scale, offset, count);
 }
 
 inline void linear_combination(isa, std::span<const std::span<const float>> rows, std::span<const float> weights,
@@ -229,10 +302,9 @@ inline max_location max_argmax(isa, std::span<const float> row) noexcept {
   return result;
 }
 
-/// One step of `log_sum_exp`: e = exp(-|x - m|) rescales whichever of the running sum and the
-/// new term is the smaller one, so the online rescaling costs no second exp.
-inline void log_sum_exp_visit(vec raw, vec factor, vec& running_max, vec& running_sum) noexcept {
-  const vec x = mul(raw, factor);
+/// One step of `log_sum_exp` on an already scaled x: e = exp(-|x - m|) rescales whichever of
+/// the running sum and the new term is the smaller one, so the online rescaling costs no second exp.
+inline void log_sum_exp_step(vec x, vec& running_max, vec& running_sum) noexcept {
   const vec difference = sub(x, running_max);
   const vec e = exp_lanes(sub(splat(0.0f), abs(difference)));
   const mask raises = greater(difference, splat(0.0f));
@@ -240,17 +312,14 @@ inline void log_sum_exp_visit(vec raw, vec factor, vec& running_max, vec& runnin
   running_max = select(raises, x, running_max);
 }
 
-inline float log_sum_exp(isa, std::span<const float> row, float scale) noexcept {
-  constexpr float minus_infinity = -std::numeric_limits<float>::infinity();
-  const std::size_t body = row.size() - row.size() % lanes;
-  // Starting from the lowest finite value rather than -inf keeps x - m defined for masked x.
-  vec running_max = splat(std::numeric_limits<float>::lowest());
-  vec running_sum = splat(0.0f);
-  const vec factor = splat(scale);
-  for (std::size_t i = 0; i < body; i += lanes) log_sum_exp_visit(load(row.data() + i), factor, running_max, running_sum);
-  if (body < row.size())
-    log_sum_exp_visit(load_tail(row.data() + body, row.size() - body, minus_infinity), factor, running_max, running_sum);
+/// One step of `log_sum_exp`: the entries times the scale, then log_sum_exp_step.
+inline void log_sum_exp_visit(vec raw, vec factor, vec& running_max, vec& running_sum) noexcept {
+  log_sum_exp_step(mul(raw, factor), running_max, running_sum);
+}
 
+/// log_sum_exp's result from its per-lane running maxima and sums.
+inline float log_sum_exp_of_lanes(vec running_max, vec running_sum) noexcept {
+  constexpr float minus_infinity = -std::numeric_limits<float>::infinity();
   alignas(64) float maxima[lanes];
   alignas(64) float sums[lanes];
   store_lanes(maxima, running_max);
@@ -265,6 +334,118 @@ inline float log_sum_exp(isa, std::span<const float> row, float scale) noexcept 
   if (std::isnan(total)) return std::numeric_limits<float>::quiet_NaN();
   if (total == 0.0) return minus_infinity;
   return static_cast<float>(static_cast<double>(overall_max) + std::log(total));
+}
+
+inline float log_sum_exp(isa, std::span<const float> row, float scale) noexcept {
+  constexpr float minus_infinity = -std::numeric_limits<float>::infinity();
+  const std::size_t body = row.size() - row.size() % lanes;
+  // Starting from the lowest finite value rather than -inf keeps x - m defined for masked x.
+  vec running_max = splat(std::numeric_limits<float>::lowest());
+  vec running_sum = splat(0.0f);
+  const vec factor = splat(scale);
+  for (std::size_t i = 0; i < body; i += lanes) log_sum_exp_visit(load(row.data() + i), factor, running_max, running_sum);
+  if (body < row.size())
+    log_sum_exp_visit(load_tail(row.data() + body, row.size() - body, minus_infinity), factor, running_max, running_sum);
+  return log_sum_exp_of_lanes(running_max, running_sum);
+}
+
+/// At most four rows with non-zero weights (weight times scale), gathered once per call, so that
+/// combination_log_sum_exp's loop runs over a row count known at compile time: the general loop
+/// over a span of rows, testing each weight per vector, measured about 1.5x slower.
+struct weighted_rows {
+  static constexpr std::size_t capacity = 4;
+  const float* data[capacity];
+  float weight[capacity];
+  std::size_t count;
+};
+
+/// One vector of the combination of `rows` at `offset` (`count` lanes), the rules for infinite
+/// inputs applied only where the plain sum is not finite (as linear_combination_at).
+template <std::size_t N>
+[[gnu::always_inline]] inline vec fixed_combination_at(const weighted_rows& fixed, std::span<const std::span<const float>> rows,
+                                                       std::span<const float> weights, float scale, std::size_t offset,
+                                                       std::size_t count) noexcept {
+  if constexpr (N == 0) {  // more rows than weighted_rows holds
+    return linear_combination_at(rows, weights, scale, offset, count);
+  } else {
+    vec accumulator = splat(0.0f);
+    for (std::size_t k = 0; k < N; ++k)
+      accumulator = fma(splat(fixed.weight[k]), load_some(fixed.data[k] + offset, count, 0.0f), accumulator);
+    if (!any(is_nan(sub(accumulator, accumulator)))) return accumulator;
+    return linear_combination_with_infinities(rows, weights, scale, offset, count);
+  }
+}
+
+/// The last `count < lanes` entries of the combination, with the unused lanes at -inf (the
+/// neutral element of log_sum_exp).
+template <std::size_t N>
+inline vec fixed_combination_tail(const weighted_rows& fixed, std::span<const std::span<const float>> rows,
+                                  std::span<const float> weights, float scale, std::size_t offset,
+                                  std::size_t count) noexcept {
+  alignas(64) float buffer[lanes];
+  for (std::size_t lane = 0; lane < lanes; ++lane) buffer[lane] = -std::numeric_limits<float>::infinity();
+  store_tail(buffer, count, fixed_combination_at<N>(fixed, rows, weights, scale, offset, count));
+  return load(buffer);
+}
+
+template <std::size_t N>
+inline float fixed_combination_log_sum_exp(const weighted_rows& fixed, std::span<const std::span<const float>> rows,
+                                           std::span<const float> weights, float scale) noexcept {
+  const std::size_t size = rows[0].size();
+  const std::size_t body = size - size % lanes;
+  vec running_max = splat(std::numeric_limits<float>::lowest());
+  vec running_sum = splat(0.0f);
+  if constexpr (N > 0) {
+    // First the plain sums of products, with no test per vector: `poison` turns NaN once any
+    // sum is not finite (z - z is 0 for a finite z), and only then is the row done again with
+    // the rules for infinite inputs. Finite rows, the common case, pay two operations per vector.
+    vec poison = splat(0.0f);
+    for (std::size_t j = 0; j < body; j += lanes) {
+      vec z = splat(0.0f);
+      for (std::size_t k = 0; k < N; ++k) z = fma(splat(fixed.weight[k]), load(fixed.data[k] + j), z);
+      poison = add(poison, sub(z, z));
+      log_sum_exp_step(z, running_max, running_sum);
+    }
+    if (!any(is_nan(poison))) {
+      if (body < size)
+        log_sum_exp_step(fixed_combination_tail<N>(fixed, rows, weights, scale, body, size - body), running_max,
+                         running_sum);
+      return log_sum_exp_of_lanes(running_max, running_sum);
+    }
+    running_max = splat(std::numeric_limits<float>::lowest());
+    running_sum = splat(0.0f);
+  }
+  for (std::size_t j = 0; j < body; j += lanes)
+    log_sum_exp_step(fixed_combination_at<N>(fixed, rows, weights, scale, j, lanes), running_max, running_sum);
+  if (body < size)
+    log_sum_exp_step(fixed_combination_tail<N>(fixed, rows, weights, scale, body, size - body), running_max, running_sum);
+  return log_sum_exp_of_lanes(running_max, running_sum);
+}
+
+/// log_sum_exp of the combination z = linear_combination(rows, weights, scale), without writing
+/// z: one pass that forms z and keeps log_sum_exp's running maximum and sum, so the result is
+/// bit for bit log_sum_exp(z). Not finite when z has a NaN (an invalid input), overflowed to
+/// +inf, or is fully masked (-inf).
+inline float combination_log_sum_exp(isa, std::span<const std::span<const float>> rows, std::span<const float> weights,
+                                     float scale) noexcept {
+  weighted_rows fixed{};
+  std::size_t weighted = 0;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    if (weights[i] == 0.0f) continue;
+    if (weighted < weighted_rows::capacity) {
+      fixed.data[weighted] = rows[i].data();
+      fixed.weight[weighted] = weights[i] * scale;
+    }
+    ++weighted;
+  }
+  fixed.count = weighted;
+  switch (weighted) {
+    case 1: return fixed_combination_log_sum_exp<1>(fixed, rows, weights, scale);
+    case 2: return fixed_combination_log_sum_exp<2>(fixed, rows, weights, scale);
+    case 3: return fixed_combination_log_sum_exp<3>(fixed, rows, weights, scale);
+    case 4: return fixed_combination_log_sum_exp<4>(fixed, rows, weights, scale);
+    default: return fixed_combination_log_sum_exp<0>(fixed, rows, weights, scale);
+  }
 }
 
 inline std::size_t sample_inverse_cdf(isa, std::span<const float> weights, double u, double total) noexcept {

@@ -46,6 +46,7 @@ inline vec abs(vec a) noexcept { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), 
 inline mask less(vec a, vec b) noexcept { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
 inline mask greater(vec a, vec b) noexcept { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
 inline mask equal(vec a, vec b) noexcept { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
+inline mask at_least(vec a, vec b) noexcept { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }  // a >= b
 inline mask is_nan(vec a) noexcept { return _mm256_cmp_ps(a, a, _CMP_UNORD_Q); }
 inline mask no_lanes() noexcept { return _mm256_setzero_ps(); }
 inline mask either(mask a, mask b) noexcept { return _mm256_or_ps(a, b); }

@@ -53,6 +53,7 @@ inline vec abs(vec a) noexcept {
 inline mask less(vec a, vec b) noexcept { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
 inline mask greater(vec a, vec b) noexcept { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
 inline mask equal(vec a, vec b) noexcept { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
+inline mask at_least(vec a, vec b) noexcept { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }  // a >= b
 inline mask is_nan(vec a) noexcept { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
 inline mask no_lanes() noexcept { return 0; }
 inline mask either(mask a, mask b) noexcept { return static_cast<mask>(a | b); }

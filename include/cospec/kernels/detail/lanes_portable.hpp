@@ -35,6 +35,7 @@ inline vec abs(vec a) noexcept { return xsimd::abs(a); }
 inline mask less(vec a, vec b) noexcept { return a < b; }
 inline mask greater(vec a, vec b) noexcept { return a > b; }
 inline mask equal(vec a, vec b) noexcept { return a == b; }
+inline mask at_least(vec a, vec b) noexcept { return a >= b; }
 // xsimd::isnan, not x != x: xsimd 8.1 compiles != to an ordered compare on AVX, for which
 // NaN != NaN is false.
 inline mask is_nan(vec a) noexcept { return xsimd::isnan(a); }

@@ -11,6 +11,7 @@
 
 #include <cmath>    // std::exp, std::log, std::isfinite, std::isnan
 #include <cstddef>  // std::size_t
+#include <cstdint>  // std::uint32_t
 #include <limits>   // std::numeric_limits
 #include <span>     // std::span
 
