@@ -76,41 +76,6 @@ inline float row_max(isa, std::span<const float> row) noexcept {
   return max_lanes(best);
 }
 
-/// The exp pass of unnormalized_softmax (Write: also writing the row) and of exp_sum, one body
-/// so that both give bit-identical statistics for one row.
-template <bool Write>
-inline exp_row_stats shifted_exp_sum(isa tag, std::span<const float> row, std::span<float> out, float scale) noexcept {
-  const float shift = row_max(tag, row);
-  if (!std::isfinite(shift)) return {shift, scale, 0.0f};
-  const std::size_t size = row.size();
-  const vec factor = splat(scale);
-  const vec offset = splat(shift);
-  const std::size_t body = size - size % lanes;
-  vec sum = splat(0.0f);
-  for (std::size_t i = 0; i < body; i += lanes) {
-    const vec e = exp_lanes(mul(sub(load(row.data() + i), offset), factor));
-    if constexpr (Write) store(out.data() + i, e);
-    sum = add(sum, e);
-  }
-  if (body < size) {
-    const vec x = load_tail(row.data() + body, size - body, -std::numeric_limits<float>::infinity());
-    const vec e = exp_lanes(mul(sub(x, offset), factor));
-    if constexpr (Write) store_tail(out.data() + body, size - body, e);
-    sum = add(sum, e);
-  }
-  return {shift, scale, reduce_add(sum)};
-}
-
-inline exp_row_stats unnormalized_softmax(isa tag, std::span<const float> row, std::span<float> out,
-                                          float scale) noexcept {
-  return shifted_exp_sum<true>(tag, row, out, scale);
-}
-
-/// The statistics `unnormalized_softmax` returns, without writing the row.
-inline exp_row_stats exp_sum(isa tag, std::span<const float> row, float scale) noexcept {
-  return shifted_exp_sum<false>(tag, row, {}, scale);
-}
-
 /// Appends to `out` the indices start + lane of the first `width` lanes of `e` that are at
 /// least `smallest` (the rare path of exp_sum_collecting); counts past out.size() stop at
 /// out.size() + 1.
@@ -125,34 +90,69 @@ inline void collect_lanes(vec e, std::size_t start, std::size_t width, float sma
   }
 }
 
-/// `exp_sum` (the same sums in the same order), and on the way the indices j, ascending, whose
-/// shifted exp is at least `smallest`: at most out.size() of them, `count` set to their number
-/// or to out.size() + 1 once there are more (the sum is still completed). The compare rides on
-/// the exp pass, which is bound by arithmetic. A `known_max` that is not NaN is the row's
-/// maximum, which saves the max pass.
-inline exp_row_stats exp_sum_collecting(isa tag, std::span<const float> row, float scale, float smallest,
-                                        std::span<std::uint32_t> out, std::size_t& count, float known_max) noexcept {
-  count = 0;
-  const float shift = std::isnan(known_max) ? row_max(tag, row) : known_max;
+/// What exp_sum_collecting gathers on the way; unused by the other two.
+struct collection {
+  float smallest = 0.0f;
+  std::span<std::uint32_t> out;
+  std::size_t count = 0;
+};
+
+/// The exp pass of unnormalized_softmax (Write: also writing the row), exp_sum and
+/// exp_sum_collecting (Collect: also gathering the indices whose exp reaches
+/// `found.smallest`): one body, so that all three give bit-identical statistics for one row.
+/// `shift` is the row's maximum, or NaN to find it first.
+template <bool Write, bool Collect>
+inline exp_row_stats shifted_exp_sum(isa tag, std::span<const float> row, std::span<float> out, float scale, float shift,
+                                     collection& found) noexcept {
+  if (std::isnan(shift)) shift = row_max(tag, row);
   if (!std::isfinite(shift)) return {shift, scale, 0.0f};
   const std::size_t size = row.size();
   const vec factor = splat(scale);
   const vec offset = splat(shift);
-  const vec limit = splat(smallest);
+  const vec limit = splat(found.smallest);
   const std::size_t body = size - size % lanes;
   vec sum = splat(0.0f);
   for (std::size_t i = 0; i < body; i += lanes) {
     const vec e = exp_lanes(mul(sub(load(row.data() + i), offset), factor));
+    if constexpr (Write) store(out.data() + i, e);
     sum = add(sum, e);
-    if (any(at_least(e, limit))) collect_lanes(e, i, lanes, smallest, out, count);
+    if constexpr (Collect)
+      if (any(at_least(e, limit))) collect_lanes(e, i, lanes, found.smallest, found.out, found.count);
   }
   if (body < size) {
     const vec x = load_tail(row.data() + body, size - body, -std::numeric_limits<float>::infinity());
     const vec e = exp_lanes(mul(sub(x, offset), factor));
+    if constexpr (Write) store_tail(out.data() + body, size - body, e);
     sum = add(sum, e);
-    if (any(at_least(e, limit))) collect_lanes(e, body, size - body, smallest, out, count);
+    if constexpr (Collect)
+      if (any(at_least(e, limit))) collect_lanes(e, body, size - body, found.smallest, found.out, found.count);
   }
   return {shift, scale, reduce_add(sum)};
+}
+
+inline exp_row_stats unnormalized_softmax(isa tag, std::span<const float> row, std::span<float> out,
+                                          float scale) noexcept {
+  collection none;
+  return shifted_exp_sum<true, false>(tag, row, out, scale, std::numeric_limits<float>::quiet_NaN(), none);
+}
+
+/// The statistics `unnormalized_softmax` returns, without writing the row.
+inline exp_row_stats exp_sum(isa tag, std::span<const float> row, float scale) noexcept {
+  collection none;
+  return shifted_exp_sum<false, false>(tag, row, {}, scale, std::numeric_limits<float>::quiet_NaN(), none);
+}
+
+/// `exp_sum`, and on the way the indices j, ascending, whose shifted exp is at least
+/// `smallest`: at most out.size() of them, `count` set to their number or to out.size() + 1
+/// once there are more (the sum is still completed). The compare rides on the exp pass, which
+/// is bound by arithmetic. A `known_max` that is not NaN is the row's maximum, which saves the
+/// max pass.
+inline exp_row_stats exp_sum_collecting(isa tag, std::span<const float> row, float scale, float smallest,
+                                        std::span<std::uint32_t> out, std::size_t& count, float known_max) noexcept {
+  collection found{smallest, out, 0};
+  const exp_row_stats stats = shifted_exp_sum<false, true>(tag, row, {}, scale, known_max, found);
+  count = found.count;
+  return stats;
 }
 
 inline void scale_row(isa, std::span<float> row, float factor) noexcept {
