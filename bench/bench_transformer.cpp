@@ -205,7 +205,7 @@ void BM_batched_forward(benchmark::State& state) {
 
 void BM_products(benchmark::State& state) { products(state, false); }
 void BM_eigen(benchmark::State& state) { products(state, true); }
-BENCHMARK(BM_products)->Name("products")->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_products)->Name("products")->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_eigen)->Name("eigen")->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_forward)->Name("forward")->Arg(1)->Arg(2)->Arg(4)->Arg(5)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_batched_forward)

@@ -248,6 +248,37 @@ TEST_CASE("adaptive only scores when measured costs make every proposal a loss, 
   CHECK(fixed.best_gamma(0) == 1);
 }
 
+TEST_CASE("advised by a batch, adaptive leaves whether to speculate to the batch", "[adaptive][gate]") {
+  // Costs that make every proposal a loss for one request (as above): alone, the policy only
+  // scores; advised to speculate, it proposes at least one token (the batch decides whether
+  // speculation pays, which a request alone cannot see); advised to score only, it scores.
+  cospec::adaptive_options measured;
+  measured.measure_pass_costs = true;
+  cospec::adaptive policy(2, measured);
+  for (int i = 0; i < 200; ++i)
+    for (std::size_t j = 0; j < 8; ++j) policy.observe(0, j, i % 3 != 0);
+  for (int round = 0; round < 80; ++round)
+    for (std::size_t t : {1, 2, 3})
+      for (std::size_t k = 0; k < 2; ++k) policy.observe_pass(k, t, 5.0 * static_cast<double>(t));
+  REQUIRE(policy.best_gamma(0) == 0);
+  // Nothing scored yet at the frontier: the next invocation is the first model's.
+  const std::vector<unsigned char> scored{0, 0};
+  const std::vector<std::size_t> proposers;
+  const cospec::schedule_view view(2, 0, scored, proposers);
+  CHECK(policy.next(view).proposals == 0);
+  policy.advise(cospec::batch_advice::speculate);
+  CHECK(policy.next(view).proposals == 1);
+  policy.advise(cospec::batch_advice::score_only);
+  CHECK(policy.next(view).proposals == 0);
+  // Where proposals pay, the advice to speculate leaves the policy's own length.
+  for (int round = 0; round < 80; ++round)
+    for (std::size_t t : {1, 2, 3})
+      for (std::size_t k = 0; k < 2; ++k) policy.observe_pass(k, t, 20.0 + static_cast<double>(t));
+  policy.advise(cospec::batch_advice::speculate);
+  CHECK(policy.next(view).proposals == policy.best_gamma(policy.next(view).model));
+  CHECK(policy.next(view).proposals >= 1);
+}
+
 TEST_CASE("adaptive greedy output is token-identical to standard decoding", "[adaptive][greedy]") {
   std::mt19937_64 random(11);
   std::uniform_real_distribution<double> unit(0.0, 1.0);

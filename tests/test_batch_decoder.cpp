@@ -852,6 +852,35 @@ TEST_CASE("the speculation gate follows a batch whose cheaper advice changes", "
   CHECK(advice[61] == cospec::batch_advice::speculate);
 }
 
+TEST_CASE("the speculation gate weighs speculation against the prediction of the steps it ran in",
+          "[batch][gate]") {
+  // Speculation measures 1.5 per token while scoring only is predicted at `during` per token;
+  // afterwards the batch changes (requests end, or join) and the prediction becomes `after`.
+  // The decision follows 1.5 / during, the relative cost, not 1.5 against `after`: compared
+  // with the new prediction, a measurement taken at another batch size would reverse it.
+  struct batch_change {
+    double during;
+    double after;
+    cospec::batch_advice expected;
+  };
+  for (const batch_change change : {batch_change{1.4, 2.0, cospec::batch_advice::score_only},
+                                    batch_change{1.6, 1.0, cospec::batch_advice::speculate}}) {
+    cospec::speculation_gate gate({.epoch_steps = 4, .probe_every = 8, .decay = 0.5});
+    for (std::size_t step = 0; step < 4; ++step) gate.observe_step(3.0, 2, change.during);
+    INFO("predicted during speculation " << change.during << ", after " << change.after);
+    CHECK(gate.speculation_relative_cost() == Approx(1.5 / change.during));
+    CHECK(gate.advice() == change.expected);
+    // Six more epochs (a probe of speculation would come at epoch 8): the advice holds
+    // although speculation's 1.5 per token now compares the other way with the prediction.
+    for (std::size_t epoch = 1; epoch < 7; ++epoch) {
+      const bool speculating = gate.advice() == cospec::batch_advice::speculate;
+      for (std::size_t step = 0; step < 4; ++step)
+        gate.observe_step(speculating ? 3.0 * change.after / change.during : 2.0 * change.after, 2, change.after);
+      CHECK(gate.advice() == change.expected);
+    }
+  }
+}
+
 namespace {
 
 /// A test policy that takes advice: model 0 proposes `gamma` tokens, model 1 verifies
@@ -945,6 +974,49 @@ TEST_CASE("where the fixed cost of a pass dominates, the gate lets the batch spe
   CHECK(gated.virtual_time < 1.15 * ungated.virtual_time);
   CHECK(gated.steps_score_only < gated.steps / 5);
   CHECK(gated.tokens == standard.tokens);
+}
+
+namespace {
+
+/// Standard decoding under either advice, saying it follows timings: the gate measures
+/// standard decoding as "speculation", whose cost is known exactly.
+struct advisable_standard {
+  void check(std::size_t) const {}
+  cospec::invocation next(const cospec::schedule_view& view) const { return cospec::standard{}.next(view); }
+  void advise(cospec::batch_advice) noexcept {}
+  [[nodiscard]] bool follows_timings() const noexcept { return true; }
+};
+
+}  // namespace
+
+TEST_CASE("the speculation gate prices decoding from each request's first token on", "[batch][gate]") {
+  // Three requests in lockstep, passes priced a_k + b_k * tokens. The first epoch (8 steps):
+  // both models read the prompts (the second pass commits every request's first token), then
+  // three rounds of one token per request on each model. Prompts and first tokens are not
+  // decoding: what the gate measures is the 3 rounds' cost over their 9 tokens, which is
+  // exactly what it predicts for scoring only, sum_k (a_k + 3 b_k) / 3. Counting the first
+  // tokens too (for passes the gate did not price) would give 3/4 of it.
+  const auto configs = failure_models();
+  const std::vector<cospec::pass_cost> costs{{2.0, 0.5}, {5.0, 0.25}};
+  auto models = batch_models(configs, 3);
+  cospec::batch_options options;
+  options.pass_costs = costs;
+  options.gate.epoch_steps = 8;
+  cospec::batch_decoder decoder(pointers(models), cospec::weighted_ensemble::uniform(2), advisable_standard{},
+                                cospec::sampling_settings{}, options);
+  for (const auto& spec : greedy_requests(3)) {
+    request_spec longer = spec;
+    longer.limits.max_new_tokens = 40;
+    decoder.submit(longer.prompt, longer.settings, longer.limits);
+  }
+  for (int step = 0; step < 8; ++step) REQUIRE(decoder.step());
+  const double predicted = (2.0 + 3 * 0.5 + 5.0 + 3 * 0.25) / 3.0;
+  CHECK(decoder.gate().cost_per_token(cospec::batch_advice::speculate) == Approx(predicted));
+  CHECK(decoder.gate().speculation_relative_cost() == Approx(1.0));
+  // The schedule the comment describes: the prompt passes over 3 tokens per request, then
+  // three one-token rounds.
+  CHECK(decoder.statistics().virtual_time ==
+        Approx(2.0 + 0.5 * 9 + 5.0 + 0.25 * 9 + 3 * (2.0 + 0.5 * 3) + 3 * (5.0 + 0.25 * 3)));
 }
 
 TEST_CASE("the gate leaves alone a policy whose schedule does not follow timings", "[batch][gate]") {

@@ -46,9 +46,11 @@ namespace detail {
 
 using float_batch = xsimd::batch<float>;
 inline constexpr std::size_t lanes = float_batch::size;
+// AVX-512 has 32 vector registers, AVX2 and SSE 16: the tile shapes below are chosen to fit.
+inline constexpr std::size_t vector_registers = lanes >= 16 ? 32 : 16;
 
 // R weight rows × T tokens: R*T accumulators, T token batches and one weight batch in
-// registers (at most 16 on AVX2). Every (row, token) pair follows the same operation order
+// registers (at most 16 on AVX2, 32 on AVX-512). Every (row, token) pair follows the same operation order
 // whatever the tile: one accumulator, fused multiply-adds over the columns in order, one
 // horizontal sum, then the scalar tail.
 template <std::size_t R, std::size_t T>
@@ -79,14 +81,14 @@ inline void multiply_tile(const_rows_view weights, std::size_t first_row, const_
     }
   };
   // A cache line (16 floats) per row and iteration. The first tile over a block also asks for
-  // the rows `prefetch_ahead` floats further on: the hardware prefetcher alone lets the stream
-  // stall whenever the core is busy multiplying many tokens.
+  // the rows `prefetch_ahead` floats further on, into L2: the hardware prefetcher alone lets
+  // the stream stall whenever the core is busy multiplying many tokens.
   constexpr std::size_t line = 64 / sizeof(float);
   std::size_t k = 0;
   if (prefetch_ahead != 0) {
     for (; k + line <= body; k += line) {
 #pragma GCC unroll 8
-      for (std::size_t r = 0; r < R; ++r) __builtin_prefetch(row_pointers[r] + k + prefetch_ahead);
+      for (std::size_t r = 0; r < R; ++r) __builtin_prefetch(row_pointers[r] + k + prefetch_ahead, 0, 2);
 #pragma GCC unroll 4
       for (std::size_t j = 0; j < line; j += lanes) step(k + j);
     }
@@ -110,33 +112,57 @@ inline void multiply_tile(const_rows_view weights, std::size_t first_row, const_
 inline void multiply_rows(const_rows_view weights, std::size_t row_begin, std::size_t row_end, const_rows_view in,
                           rows_view out) noexcept {
   constexpr std::size_t block_rows = 8;
-  constexpr std::size_t prefetch_blocks = 2;
+  constexpr std::size_t prefetch_blocks = 4;
   const std::size_t tokens = in.rows;
   std::size_t row = row_begin;
   for (; row + block_rows <= row_end; row += block_rows) {
-    // Only the first tile over a block prefetches; the others find the block in cache. A single
-    // token is a plain stream, where software prefetch only competes with the hardware's.
+    // Only the first tile over a block prefetches; the others find the block in cache. The
+    // distance is 4 blocks (128 KB at 1024 columns), into L2: the block being multiplied keeps
+    // L1, and the stream has enough lines in flight to overlap the multiplications (measured on
+    // the AVX-512 Xeon: 2 blocks into L1 left m = 4 at 1.4x the single-token pass, this gives
+    // 1.2x; a single token gains about 5 % over the hardware prefetcher alone).
     // Near the end of the matrix the distance is 0: a pointer past the end is undefined even
     // for a prefetch.
     const bool room = row + (prefetch_blocks + 1) * block_rows <= weights.rows;
-    std::size_t ahead = tokens == 1 || !room ? 0 : prefetch_blocks * block_rows * weights.stride;
+    std::size_t ahead = !room ? 0 : prefetch_blocks * block_rows * weights.stride;
     auto tiles = [&]<std::size_t R, std::size_t T>(std::size_t token) {
       for (std::size_t r = 0; r < block_rows; r += R) multiply_tile<R, T>(weights, row + r, in, token, out, ahead);
       ahead = 0;
     };
-    // Tiles of 4 tokens, ending in 3 + 2 rather than 4 + 1 (a lone token is a whole extra pass
-    // over the block for little arithmetic).
     std::size_t token = 0;
-    while (token < tokens) {
-      const std::size_t left = tokens - token;
-      const std::size_t tile = left == 5 ? 3 : (left < 4 ? left : 4);
-      switch (tile) {
-        case 4: tiles.template operator()<2, 4>(token); break;
-        case 3: tiles.template operator()<2, 3>(token); break;
-        case 2: tiles.template operator()<4, 2>(token); break;
-        default: tiles.template operator()<8, 1>(token); break;
+    if constexpr (vector_registers >= 32) {
+      // 4 rows x up to 6 tokens: 24 accumulators, 10 loads per 24 multiply-adds, enough
+      // independent chains to hide a load from L2. The tokens are split into the fewest tiles
+      // of at most 6, as even as can be (8 = 4 + 4, 13 = 5 + 4 + 4); one token alone is a plain
+      // stream over 8 rows.
+      while (token < tokens) {
+        const std::size_t left = tokens - token;
+        const std::size_t count = (left + 5) / 6;
+        const std::size_t tile = (left + count - 1) / count;
+        switch (tile) {
+          case 6: tiles.template operator()<4, 6>(token); break;
+          case 5: tiles.template operator()<4, 5>(token); break;
+          case 4: tiles.template operator()<4, 4>(token); break;
+          case 3: tiles.template operator()<4, 3>(token); break;
+          case 2: tiles.template operator()<4, 2>(token); break;
+          default: tiles.template operator()<8, 1>(token); break;
+        }
+        token += tile;
       }
-      token += tile;
+    } else {
+      // Tiles of 4 tokens, ending in 3 + 2 rather than 4 + 1 (a lone token is a whole extra
+      // pass over the block for little arithmetic).
+      while (token < tokens) {
+        const std::size_t left = tokens - token;
+        const std::size_t tile = left == 5 ? 3 : (left < 4 ? left : 4);
+        switch (tile) {
+          case 4: tiles.template operator()<2, 4>(token); break;
+          case 3: tiles.template operator()<2, 3>(token); break;
+          case 2: tiles.template operator()<4, 2>(token); break;
+          default: tiles.template operator()<8, 1>(token); break;
+        }
+        token += tile;
+      }
     }
   }
   for (; row < row_end; ++row) {

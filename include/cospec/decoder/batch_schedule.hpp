@@ -56,8 +56,12 @@ struct fullest_pass {
 /// each advice. It keeps one advice for `epoch_steps` steps; after each such epoch it takes
 /// the advice with the lower cost per token (each advice's sums decayed by `decay` per epoch of
 /// that advice). Scoring only needs no trial when the caller predicts its cost (standard
-/// decoding in lockstep pays exactly sum_k (a_k + b_k S) for S tokens); otherwise the gate tries
-/// an advice it has never tried. It tries the other advice for one epoch `probe_every` epochs
+/// decoding in lockstep pays exactly sum_k (a_k + b_k S) for S tokens); then speculation's
+/// measured cost is compared with that prediction step by step (the cost of its steps over
+/// what their tokens would have cost scoring only, at each step's own batch size), so that a
+/// batch that shrinks or grows between the measurement and the decision (requests ending,
+/// fixed costs shared by fewer) does not reverse it. Otherwise the gate tries an advice it has
+/// never tried. It tries the other advice for one epoch `probe_every` epochs
 /// after the last such probe; each probe that confirms the choice doubles that interval (up to
 /// `probe_every * 8`), and one that overturns it sets it back, so that the worse advice costs
 /// little once it is known while a change in the batch (more requests, other acceptance) is
@@ -81,6 +85,12 @@ class speculation_gate {
     return tokens_[a] > 0.0 ? cost_[a] / tokens_[a] : std::numeric_limits<double>::infinity();
   }
 
+  /// Speculation's cost over what its tokens would have cost scoring only, as predicted at
+  /// each of its steps (decayed like the sums), or +inf if no step of it had a prediction.
+  [[nodiscard]] double speculation_relative_cost() const noexcept {
+    return reference_ > 0.0 ? predicted_cost_ / reference_ : std::numeric_limits<double>::infinity();
+  }
+
   /// One step under advice(): its pass cost `cost` on the cost clock and committed `tokens`;
   /// `score_only_cost` is the batch's cost per token of scoring only, as predicted now, or +inf
   /// if the caller cannot tell (then the gate measures it).
@@ -89,17 +99,28 @@ class speculation_gate {
     predicted_ = score_only_cost;
     epoch_cost_ += cost;
     epoch_tokens_ += static_cast<double>(tokens);
+    if (std::isfinite(score_only_cost)) {
+      epoch_predicted_cost_ += cost;
+      epoch_reference_ += static_cast<double>(tokens) * score_only_cost;
+    }
     if (++steps_ < settings_.epoch_steps) return;
     const std::size_t a = index(current_);
     cost_[a] = settings_.decay * cost_[a] + epoch_cost_;
     tokens_[a] = settings_.decay * tokens_[a] + epoch_tokens_;
+    if (current_ == batch_advice::speculate) {
+      predicted_cost_ = settings_.decay * predicted_cost_ + epoch_predicted_cost_;
+      reference_ = settings_.decay * reference_ + epoch_reference_;
+    }
     tried_[a] = true;
     steps_ = 0;
-    epoch_cost_ = epoch_tokens_ = 0.0;
+    epoch_cost_ = epoch_tokens_ = epoch_predicted_cost_ = epoch_reference_ = 0.0;
     ++epochs_;
-    const double score_only = std::isfinite(predicted_) ? predicted_ : cost_per_token(batch_advice::score_only);
-    const batch_advice cheaper =
-        score_only < cost_per_token(batch_advice::speculate) ? batch_advice::score_only : batch_advice::speculate;
+    const bool relative = std::isfinite(predicted_) && reference_ > 0.0;
+    const bool speculation_dearer =
+        relative ? speculation_relative_cost() > 1.0
+                 : (std::isfinite(predicted_) ? predicted_ : cost_per_token(batch_advice::score_only)) <
+                       cost_per_token(batch_advice::speculate);
+    const batch_advice cheaper = speculation_dearer ? batch_advice::score_only : batch_advice::speculate;
     if (probing_) {
       probing_ = false;
       const std::size_t longest = settings_.probe_every * 8;
@@ -135,6 +156,10 @@ class speculation_gate {
   std::size_t epochs_ = 0;
   double epoch_cost_ = 0.0;
   double epoch_tokens_ = 0.0;
+  double epoch_predicted_cost_ = 0.0;  // this epoch's cost over steps with a prediction
+  double epoch_reference_ = 0.0;       // their tokens priced at the predicted score-only cost
+  double predicted_cost_ = 0.0;        // the same for speculation's epochs, decayed
+  double reference_ = 0.0;
   double cost_[2] = {0.0, 0.0};
   double tokens_[2] = {0.0, 0.0};
   bool tried_[2] = {false, false};

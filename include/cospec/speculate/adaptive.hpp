@@ -73,7 +73,9 @@ struct adaptive_options {
 /// every bonus token (the probe is free) and lengthens proposals again when they pay. Only
 /// measured costs that grow with a pass's tokens (a batch of many requests on a compute-bound
 /// engine, docs/benchmarks.md, "Serving many requests") can make g = 1 dearer than standard
-/// decoding; then the policy answers g = 0 (the model only scores) until the costs change.
+/// decoding; then the policy answers g = 0 (the model only scores) until the costs change,
+/// unless a batch decoder's speculation gate advises it (advise()): whether to speculate at
+/// all is then the batch's choice, and the policy only picks the length.
 /// The schedule never changes the output distribution.
 class adaptive {
  public:
@@ -119,8 +121,15 @@ class adaptive {
   }
 
   /// A batch decoder's advice (advisable_speculator): under batch_advice::score_only every
-  /// invocation only scores, whatever the estimates say. Not reset by reset(): it is the batch's.
-  void advise(batch_advice advice) noexcept { advice_ = advice; }
+  /// invocation only scores, whatever the estimates say; under batch_advice::speculate every
+  /// proposer proposes at least one token, since whether to speculate at all is then the
+  /// batch's decision (a request alone cannot see what its choice costs the others, and
+  /// requests that each switch between scoring and proposing drift apart). Not reset by
+  /// reset(): it is the batch's.
+  void advise(batch_advice advice) noexcept {
+    advice_ = advice;
+    advised_ = true;
+  }
   /// Whether the schedule follows measured time already (measure_pass_costs).
   [[nodiscard]] bool follows_timings() const noexcept { return options_.measure_pass_costs; }
 
@@ -206,7 +215,9 @@ class adaptive {
 
  private:
   [[nodiscard]] std::size_t gamma_now(std::size_t model) const {
-    return advice_ == batch_advice::score_only ? 0 : best_gamma(model);
+    if (advice_ == batch_advice::score_only) return 0;
+    const std::size_t gamma = best_gamma(model);
+    return advised_ && gamma == 0 ? 1 : gamma;
   }
 
   /// The cost of a one-token pass: what orders the models (cheapest proposes first).
@@ -232,6 +243,7 @@ class adaptive {
   std::vector<std::vector<double>> observed_;  // decayed trials, [model][chain index]
   std::vector<std::size_t> order_;
   batch_advice advice_ = batch_advice::speculate;
+  bool advised_ = false;  // a batch decoder gates this policy
 };
 
 }  // namespace cospec
