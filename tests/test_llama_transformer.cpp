@@ -211,9 +211,11 @@ TEST_CASE("batched_matmul matches Eigen's product and is the same for a token al
   for (std::size_t rows : {1, 5, 8, 37, 300}) {
     for (std::size_t columns : {1, 7, 8, 16, 70, 130}) {
       const row_matrix w = row_matrix::Random(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(columns));
-      const row_matrix x = row_matrix::Random(9, static_cast<Eigen::Index>(columns));
+      const row_matrix x = row_matrix::Random(13, static_cast<Eigen::Index>(columns));
       const row_matrix expected = x * w.transpose();
-      for (std::size_t m : {1, 2, 3, 4, 5, 8, 9}) {
+      // Every tile shape of both register budgets: up to 6 tokens a tile, 7 = 4 + 3, 13 = 5 + 4 + 4
+      // with 32 registers; 4 a tile, 5 = 3 + 2 with 16.
+      for (std::size_t m : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13}) {
         row_matrix out(static_cast<Eigen::Index>(m), static_cast<Eigen::Index>(rows));
         batched_matmul({w.data(), rows, columns, columns}, {x.data(), m, columns, columns}, {out.data(), m, rows, rows},
                        team);
