@@ -7,6 +7,9 @@
 //   products/m: the weight products of one pass through the stack with batched_matmul on both
 //               cores, timed in the same iteration as the m = 1 pass: `vs_m1` is their ratio
 //               (targets: m = 4 within 1.25x, m = 8 within 1.6x);
+//   products_in_cache/m: the multiply-adds of products/m with the weights held in cache,
+//               against products/m and products/1 in the same iteration: how much of the
+//               arithmetic the m-token pass hides under the weight stream;
 //   eigen/m:    the same products with Eigen's matrix-vector (m = 1) and general (m > 1)
 //               products, the naive batched path, with its own m = 1 ratio;
 //   forward/m:  a whole forward pass of the transformer (norms, rotary embeddings, attention
@@ -127,6 +130,51 @@ void products(benchmark::State& state, bool eigen) {
       4.0 * static_cast<double>(bench_config().parameters_read(12) - bench_config().dim) / (single_seconds / iterations) / 1e9;
 }
 
+// The multiply-adds of products/m with the weights in cache: each thread multiplies its own
+// 64-row block (256 KB, within every L2 here) over and over, as many weights as a pass reads,
+// in one task of the team (no fork-join per product). In the same iteration: the real products
+// of m tokens, weights streamed from memory, and of 1 token (the stream alone, nearly). If
+// streaming and arithmetic overlapped fully, products/m would cost max(stream, arithmetic);
+// `hidden` is the share of the arithmetic that the m-token pass hides under the stream.
+void BM_products_in_cache(benchmark::State& state) {
+  const auto m = static_cast<std::size_t>(state.range(0));
+  const auto matrices = pass_matrices(*bench_weights());
+  std::size_t weights_read = 0;
+  for (const row_matrix* w : matrices) weights_read += static_cast<std::size_t>(w->size());
+  constexpr std::size_t block_rows = 64;
+  constexpr std::size_t columns = 1024;
+  thread_team& team = bench_team();
+  const std::size_t members = team.size();
+  const row_matrix blocks = row_matrix::Constant(static_cast<Eigen::Index>(block_rows * members), columns, 0.001f);
+  const std::size_t repeats = weights_read / (block_rows * columns * members);
+  activations cached(m, columns);
+  activations batch(m, widest);
+  activations single(1, widest);
+  double cache_seconds = 0.0;
+  double memory_seconds = 0.0;
+  double stream_seconds = 0.0;
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    team.run([&](std::size_t member, std::size_t) noexcept {
+      const const_rows_view block{blocks.data() + member * block_rows * columns, block_rows, columns, columns};
+      const const_rows_view in{cached.in.data(), m, columns, columns};
+      const rows_view out{cached.out.data(), m, block_rows, columns};
+      // Each member writes its own rows of `out`: member * block_rows on.
+      const rows_view own{out.data + member * block_rows, m, block_rows, columns};
+      for (std::size_t r = 0; r < repeats; ++r) detail::multiply_rows(block, 0, block_rows, in, own);
+    });
+    cache_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    memory_seconds += batched_products(matrices, batch, m);
+    stream_seconds += batched_products(matrices, single, 1);
+    benchmark::DoNotOptimize(cached.out.data());
+  }
+  const auto iterations = static_cast<double>(state.iterations());
+  state.counters["ms_cache"] = 1e3 * cache_seconds / iterations;
+  state.counters["ms_memory"] = 1e3 * memory_seconds / iterations;
+  state.counters["ms_stream"] = 1e3 * stream_seconds / iterations;
+  state.counters["hidden"] = (stream_seconds + cache_seconds - memory_seconds) / cache_seconds;
+}
+
 // A forward pass of m tokens after a 128-token context, against the single-token pass in the
 // same iteration; both roll back afterwards so every iteration sees the same context.
 void BM_forward(benchmark::State& state) {
@@ -206,6 +254,7 @@ void BM_batched_forward(benchmark::State& state) {
 void BM_products(benchmark::State& state) { products(state, false); }
 void BM_eigen(benchmark::State& state) { products(state, true); }
 BENCHMARK(BM_products)->Name("products")->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_products_in_cache)->Name("products_in_cache")->Arg(1)->Arg(4)->Arg(8)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_eigen)->Name("eigen")->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_forward)->Name("forward")->Arg(1)->Arg(2)->Arg(4)->Arg(5)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_batched_forward)
