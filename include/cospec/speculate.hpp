@@ -4,6 +4,7 @@
 #include "cospec/speculate/adaptive.hpp"
 #include "cospec/speculate/alternating.hpp"
 #include "cospec/speculate/fixed_proposer.hpp"
+#include "cospec/speculate/mixture_sampling.hpp"
 #include "cospec/speculate/pass_cost_fit.hpp"
 #include "cospec/speculate/speculator.hpp"
 #include "cospec/speculate/standard.hpp"

@@ -96,4 +96,16 @@ concept combiner_with_greedy_token = requires(C& c, logit_rows logits, std::span
   { c.greedy_token(logits, known_maxima) } -> std::same_as<std::optional<token_id>>;
 };
 
+/// Optional: combiners whose sampling target is a mixture of the models' own proposal
+/// distributions, r = sum_i w_i softmax(row_i / T) at every T > 0, with the proposals
+/// softmax(row_i / T) (the weighted ensemble). `c.mixture_weights()` returns the weights w,
+/// normalised to sum 1 (one per model), or an empty span when the combination is not such a
+/// mixture (a type-erased combiner holding logit arithmetic, say). Mixture sampling draws a
+/// model from w for each position and lets that model's distribution alone decide its token
+/// (docs/algorithm.md, "Mixture sampling").
+template <class C>
+concept combiner_with_mixture_weights = requires(const C& c) {
+  { c.mixture_weights() } -> std::convertible_to<std::span<const float>>;
+};
+
 }  // namespace cospec

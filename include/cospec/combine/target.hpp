@@ -66,12 +66,18 @@ class target_evaluator {
     return settings_->process_proposals && (in_logit_space() || !bias_.empty());
   }
 
+  /// Whether the target is the combiner's distribution at the temperature, untouched: no
+  /// penalties, processor, bias or truncation filter (mixture sampling needs this).
+  [[nodiscard]] bool untransformed() const noexcept {
+    return !in_logit_space() && bias_.empty() && !settings_->top_k && !settings_->top_p && !settings_->min_p;
+  }
+
   /// Whether the target's probability at one token can be had without building its row: the
   /// combiner evaluates at one token (combiner_with_point_target) and nothing needs the whole
   /// row (no penalties, processor, bias or truncation filter).
   [[nodiscard]] bool point_target() const noexcept {
     if constexpr (combiner_with_point_target<Combiner>)
-      return !in_logit_space() && bias_.empty() && !settings_->top_k && !settings_->top_p && !settings_->min_p;
+      return untransformed();
     else
       return false;
   }

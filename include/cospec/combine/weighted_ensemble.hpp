@@ -56,6 +56,9 @@ class weighted_ensemble {
 
   [[nodiscard]] std::size_t model_count() const noexcept { return weights_.size(); }
   [[nodiscard]] std::span<const float> weights() const noexcept { return weights_; }
+  /// The normalised weights (combiner_with_mixture_weights): r is exactly the mixture of the
+  /// proposals softmax(l_i / T) with these weights, which mixture sampling draws from.
+  [[nodiscard]] std::span<const float> mixture_weights() const noexcept { return weights_; }
 
   /// Writes the mixture; returns 1 (the weights are normalised; rounding leaves the written
   /// row's sum within a few ulps of it). One max pass and one exp pass per model with a

@@ -44,6 +44,9 @@ struct model_statistics {
   std::size_t logit_rows = 0;      ///< logit rows the adapter produced
   double adapter_seconds = 0.0;    ///< wall time inside this adapter's feed and truncate
   double virtual_time = 0.0;       ///< under decoder_options::pass_costs, else 0
+  /// Under mixture sampling: positions whose token this model's distribution decided (it was
+  /// drawn for them). 0 otherwise.
+  std::size_t draws = 0;
   /// 1 if the decoder found this model's context changed behind its back at the start of the
   /// call (its length was not what the decoder left there) and fed it the text again from
   /// scratch (docs/engine.md, "Models shared with other code").
@@ -66,8 +69,15 @@ struct proposer_statistics {
 struct generation_statistics {
   std::size_t tokens = 0;          ///< tokens emitted
   std::size_t invocations = 0;     ///< speculator decisions carried out
-  std::size_t direct_samples = 0;  ///< tokens drawn from the target where every model had scored
+  /// Tokens drawn from the target where every model had scored (under mixture sampling: from
+  /// the drawn model's distribution where it had scored, nothing pending).
+  std::size_t direct_samples = 0;
   std::size_t rejections = 0;      ///< tokens emitted as replacements
+  /// Whether the request ran as mixture sampling (docs/algorithm.md, "Mixture sampling"). A
+  /// request of a speculator that asks for it (mixture_speculator) runs as collaborative
+  /// decoding instead where its target is not exactly a mixture (greedy decoding, logit
+  /// arithmetic, a truncation filter, bias, penalties or a logits processor): false then.
+  bool mixture = false;
   std::vector<model_statistics> models;
   std::vector<proposer_statistics> proposers;
   double seconds_total = 0.0;

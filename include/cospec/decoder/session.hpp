@@ -5,7 +5,8 @@
 #include "cospec/abi.hpp"
 
 #include <algorithm>  // std::min, std::max, std::equal, std::copy, std::fill
-#include <cmath>      // std::isfinite
+#include <cmath>      // std::isfinite, std::exp
+#include <cstdint>    // std::uint64_t
 #include <limits>     // std::numeric_limits
 #include <cstddef>    // std::size_t
 #include <memory>     // std::unique_ptr, std::make_unique
@@ -248,6 +249,8 @@ class session {
       target_row_.resize(vocabulary_);
       proposal_scratch_.resize(vocabulary_);
       logits_.resize(n);
+      mixture_cumulative_.resize(n);
+      draws_.resize(options_.max_pending + 2);
       reset_slots();
       grow(std::min<std::size_t>(4, options_.max_pending + 1));
     }
@@ -281,6 +284,12 @@ class session {
       invocation_.reset();
       random_.reseed(limits_.seed.value_or(settings_.seed));
       if constexpr (resettable_speculator<Speculator>) speculator_.reset();
+      mixture_ = false;
+      if constexpr (mixture_speculator<Speculator> && combiner_with_mixture_weights<Combiner>) {
+        if (speculator_.wants_mixture() && !settings_.greedy() && target_.untransformed())
+          start_draws(combiner_.mixture_weights(), limits_.seed.value_or(settings_.seed));
+      }
+      result_.statistics.mixture = mixture_;
       text_.assign(prompt.begin(), prompt.end());
       committed_ = prompt.size();
       reset_slots();
@@ -362,7 +371,122 @@ class session {
     /// A greedy proposal's largest logit (its argmax's), or NaN (a processed proposal).
     [[nodiscard]] float& proposal_max(std::size_t slot) noexcept { return proposal_maxima_[ring(slot)]; }
     [[nodiscard]] schedule_view view() const noexcept {
+      if (mixture_) return schedule_view(vocabularies_.size(), pending_count(), scored_, proposers_, draws_, draws_head_);
       return schedule_view(vocabularies_.size(), pending_count(), scored_, proposers_);
+    }
+
+    // ---- mixture sampling (docs/algorithm.md, "Mixture sampling") ----------------------
+    // draws_ is a ring: slot s (position committed_ + s) was drawn draws_[(draws_head_ + s) %
+    // size]. Each position's draw is taken, in position order, from a stream of its own seeded
+    // from the request's seed, and stays fixed until the position is committed: the draws are
+    // independent of every token, proposal and verification, which is what makes the drawn
+    // model's distribution an exact stand-in for the mixture.
+
+    /// Starts drawing for a request whose target is the mixture with `weights` (normalised,
+    /// one per model); a span of another size leaves the request as collaborative decoding.
+    void start_draws(std::span<const float> weights, std::uint64_t seed) {
+      if (weights.size() != vocabularies_.size()) return;
+      double cumulative = 0.0;
+      std::size_t last = 0;  // the last model with a positive weight
+      for (std::size_t k = 0; k < weights.size(); ++k) {
+        cumulative += static_cast<double>(weights[k]);
+        mixture_cumulative_[k] = cumulative;
+        if (weights[k] > 0.0f) last = k;
+      }
+      // Rounding must never let a uniform fall past the last positive weight: it takes the rest.
+      for (std::size_t k = last; k < weights.size(); ++k) mixture_cumulative_[k] = 2.0;
+      draw_random_.reseed(seed ^ 0x6d69787475726573ULL);  // a stream apart from the tokens' ("mixtures")
+      for (std::size_t& draw : draws_) draw = draw_one();
+      draws_head_ = 0;
+      mixture_ = true;
+    }
+
+    /// The first model whose cumulative weight exceeds a uniform: model k with probability w_k
+    /// (a model of weight 0 never).
+    std::size_t draw_one() noexcept {
+      const double u = draw_random_.uniform();
+      std::size_t k = 0;
+      while (!(u < mixture_cumulative_[k])) ++k;
+      return k;
+    }
+
+    /// The model drawn for `slot` (slot < draws_.size()).
+    [[nodiscard]] std::size_t drawn(std::size_t slot) const noexcept {
+      return draws_[(draws_head_ + slot) % draws_.size()];
+    }
+
+    /// The position in slot 0 was committed: its draw is used up, and a new position comes into view.
+    void next_draw() noexcept {
+      draws_[draws_head_] = draw_one();
+      draws_head_ = (draws_head_ + 1) % draws_.size();
+    }
+
+    /// Settles slot 0 once the model drawn for it has scored it: samples that model's
+    /// distribution at the frontier, accepts its own proposal, or verifies another model's
+    /// proposal against it. Returns whether the next slot may be settled too.
+    bool settle_drawn() {
+      const std::size_t j = drawn(0);
+      if (!scored(j, 0)) return false;
+      auto& stats = result_.statistics;
+      const std::span<const float> row = logits_row(j, 0).first(vocabulary_);
+      ++stats.models[j].draws;
+      if (pending_count() == 0) {
+        const token_id token = sample_drawn(j, row);
+        ++stats.direct_samples;
+        text_.push_back(token);
+        advance();
+        emit(token);
+        return false;  // nobody has scored the new frontier
+      }
+      const pending_token proposal = pending_.front();
+      // The drawn model's own proposal already has the law of the position's target.
+      const verdict outcome = proposal.proposer == j ? verdict{true, proposal.token} : verify_against(j, row, proposal);
+      record(proposal, outcome.accepted, j);
+      if (outcome.accepted) {
+        pending_.erase(pending_.begin());
+        proposers_.erase(proposers_.begin());
+        advance();
+        emit(proposal.token);
+        return true;
+      }
+      reject(outcome.token);
+      return false;
+    }
+
+    /// A token from model j's distribution softmax(row / T) (one max and one exp pass, written
+    /// to the target row, then inverse CDF).
+    token_id sample_drawn(std::size_t j, std::span<const float> row) {
+      const kernels::exp_row_stats exps = kernels::unnormalized_softmax(row, target_row_, 1.0f / settings_.temperature);
+      if (!exps.valid()) throw_drawn_row(j, row);
+      return static_cast<token_id>(kernels::sample_inverse_cdf(target_row_, random_.uniform(), exps.sum));
+    }
+
+    [[noreturn]] void throw_drawn_row(std::size_t j, std::span<const float> row) const {
+      try {
+        throw_invalid_row(j, row);
+      } catch (const invalid_logits& e) {
+        throw invalid_logits("position " + std::to_string(committed_) + ", " + e.what());
+      }
+    }
+
+    /// Verifies a proposal against model j's distribution softmax(row / T), evaluated at the
+    /// proposed token alone; the row is written only for a rejection's residual.
+    verdict verify_against(std::size_t j, std::span<const float> row, const pending_token& proposal) {
+      const float scale = 1.0f / settings_.temperature;
+      const kernels::exp_row_stats exps = kernels::exp_sum(row, scale);
+      if (!exps.valid()) throw_drawn_row(j, row);
+      const double r_x =
+          std::exp((static_cast<double>(row[static_cast<std::size_t>(proposal.token)]) - exps.max) *
+                   static_cast<double>(exps.scale)) /
+          static_cast<double>(exps.sum);
+      return verifier_.verify_at(
+          proposal.token, r_x, proposal_probability_at(0), proposal_row(0), proposal_sum(0),
+          [&]() -> std::span<const float> {
+            const kernels::exp_row_stats written = kernels::unnormalized_softmax(row, target_row_, scale);
+            kernels::scale_row(target_row_, 1.0f / written.sum);
+            return target_row_;
+          },
+          random_);
     }
 
     /// Makes room for `slots` slots (at most max_pending + 1, the bound of docs/engine.md);
@@ -591,6 +715,10 @@ class session {
     /// the target directly at a frontier that all models have scored with nothing pending.
     void settle() {
       while (!stop_) {
+        if (mixture_) {
+          if (!settle_drawn()) return;
+          continue;
+        }
         if (!scored_by_all(0)) return;
         for (std::size_t k = 0; k < vocabularies_.size(); ++k) rows_view_[k] = logits_row(k, 0).first(vocabulary_);
         const std::span<const token_id> prefix(text_.data(), committed_);
@@ -673,7 +801,8 @@ class session {
       }
     }
 
-    void record(const pending_token& proposal, bool accepted) {
+    /// `drawn`: under mixture sampling, the model whose distribution verified the proposal.
+    void record(const pending_token& proposal, bool accepted, std::size_t drawn = static_cast<std::size_t>(-1)) {
       auto& p = result_.statistics.proposers[proposal.proposer];
       if (p.proposed_at.size() <= proposal.chain_index) {
         p.proposed_at.resize(proposal.chain_index + 1, 0);
@@ -685,6 +814,13 @@ class session {
         ++p.accepted;
         ++p.accepted_at[proposal.chain_index];
       }
+      if (mixture_) {
+        if (drawn == proposal.proposer) return;  // accepted without a test: nothing learned
+        if constexpr (mixture_observing_speculator<Speculator>) {
+          speculator_.observe_mixture(proposal.proposer, drawn, accepted);
+          return;
+        }
+      }
       if constexpr (observing_speculator<Speculator>)
         speculator_.observe(proposal.proposer, proposal.chain_index, accepted);
     }
@@ -692,6 +828,7 @@ class session {
     /// Commits the token in slot 0 (already in text_): slot 1 becomes slot 0.
     void advance() {
       ++committed_;
+      if (mixture_) next_draw();
       head_ = ring(1);
       scored_.erase(scored_.begin(), scored_.begin() + static_cast<std::ptrdiff_t>(vocabularies_.size()));
       if (scored_.empty()) scored_.assign(vocabularies_.size(), 0);
@@ -704,6 +841,7 @@ class session {
       text_.resize(committed_);
       text_.push_back(replacement);
       ++committed_;
+      if (mixture_) next_draw();
       reset_slots();
       const std::size_t rejected_position = committed_ - 1;
       for (std::size_t& f : fed_) f = std::min(f, rejected_position);
@@ -732,6 +870,7 @@ class session {
     target_evaluator<Combiner> target_;
     speculative_verifier verifier_;
     random_source random_;
+    random_source draw_random_;  // mixture sampling's draws, apart from random_
 
     std::vector<std::size_t> vocabularies_;
     std::size_t vocabulary_ = 0;
@@ -761,6 +900,11 @@ class session {
     std::vector<float> known_maxima_;   // greedy verification: each model's largest logit, or NaN
     detail::row_storage target_row_;
     detail::row_storage proposal_scratch_;  // a greedy proposer's processed logits
+
+    bool mixture_ = false;                     // this request runs as mixture sampling
+    std::vector<double> mixture_cumulative_;   // per model: its weight plus those before it
+    std::vector<std::size_t> draws_;           // ring of the drawn models of slots 0 .. max_pending + 1
+    std::size_t draws_head_ = 0;
 
     generation_limits limits_;
     std::optional<finish_reason> stop_;

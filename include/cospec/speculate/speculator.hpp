@@ -13,11 +13,25 @@ namespace cospec::inline COSPEC_ABI_NAMESPACE {
 /// What the decoder tells a speculator before each invocation. Positions are counted from
 /// the oldest unverified one: slot s in [0, pending_count()) holds a pending proposal, and
 /// slot pending_count() is the frontier, the position after the last proposal.
+///
+/// Under mixture sampling (mixture()), every position has a model drawn for it from the
+/// ensemble's weights, and that model's distribution alone decides its token: a pending
+/// token is verified once drawn(slot) has scored it (at once if its proposer was drawn), and
+/// the frontier is sampled once drawn(slot) has scored it. Otherwise every model must score a
+/// slot first. The draws of the coming positions are known in advance (slots up to
+/// lookahead()), are independent of everything else, and never change: a policy may use them
+/// to choose who proposes and how far.
 class schedule_view {
  public:
   schedule_view(std::size_t model_count, std::size_t pending_count, std::span<const unsigned char> scored,
-                std::span<const std::size_t> proposers) noexcept
-      : model_count_(model_count), pending_count_(pending_count), scored_(scored), proposers_(proposers) {}
+                std::span<const std::size_t> proposers, std::span<const std::size_t> draws = {},
+                std::size_t draws_head = 0) noexcept
+      : model_count_(model_count),
+        pending_count_(pending_count),
+        scored_(scored),
+        proposers_(proposers),
+        draws_(draws),
+        draws_head_(draws_head) {}
 
   [[nodiscard]] std::size_t model_count() const noexcept { return model_count_; }
   [[nodiscard]] std::size_t pending_count() const noexcept { return pending_count_; }
@@ -28,11 +42,29 @@ class schedule_view {
   /// The model that proposed the pending token in `slot` (slot < pending_count()).
   [[nodiscard]] std::size_t proposer(std::size_t slot) const noexcept { return proposers_[slot]; }
 
+  /// Whether the request runs as mixture sampling (docs/algorithm.md, "Mixture sampling").
+  [[nodiscard]] bool mixture() const noexcept { return !draws_.empty(); }
+  /// How many slots from slot 0 have known draws (0 unless mixture()); more than
+  /// pending_count() + 1, so that a policy can plan a run past the frontier.
+  [[nodiscard]] std::size_t lookahead() const noexcept { return draws_.size(); }
+  /// The model drawn for `slot` (slot < lookahead(); mixture() only).
+  [[nodiscard]] std::size_t drawn(std::size_t slot) const noexcept {
+    return draws_[(draws_head_ + slot) % draws_.size()];
+  }
+  /// Whether `slot` still waits for `model`'s distribution before it can be settled: the
+  /// model drawn for it under mixture sampling, every model otherwise.
+  [[nodiscard]] bool waits_for(std::size_t model, std::size_t slot) const noexcept {
+    if (scored(model, slot)) return false;
+    return !mixture() || drawn(slot) == model;
+  }
+
  private:
   std::size_t model_count_;
   std::size_t pending_count_;
   std::span<const unsigned char> scored_;
   std::span<const std::size_t> proposers_;
+  std::span<const std::size_t> draws_;
+  std::size_t draws_head_;
 };
 
 /// One invocation (docs/algorithm.md, "Invocations"): `model` feeds every token it has not
@@ -61,9 +93,10 @@ concept speculator_with_next = requires(S& s, const schedule_view& view) {
 ///  1. `s.check(n)` throws invalid_configuration unless it can schedule n models;
 ///  2. `s.next(view)` returns the next invocation. The chosen model must have something to
 ///     do: a token it has not fed, or proposals to make (proposals = 0 makes it a scorer
-///     only); the chain of pending proposals may not grow past session_options::max_pending. The decoder asks only when no
-///     pending token is scored by every model and the frontier is not scored by every model
-///     (those cases it settles itself, by verifying or by sampling the target directly).
+///     only); the chain of pending proposals may not grow past session_options::max_pending.
+///     The decoder asks only when the oldest slot (the oldest pending token, or the frontier
+///     with nothing pending) still waits for a model (schedule_view::waits_for): it settles
+///     the other cases itself, by verifying or by sampling the target directly.
 /// Whatever a speculator chooses, the output distribution is that of standard
 /// collaborative decoding: the schedule changes cost, never the result.
 /// Optional: `s.observe(proposer, chain_index, accepted)` is called for every verified
@@ -121,6 +154,27 @@ template <class S>
 concept advisable_speculator = requires(S& s, const S& cs, batch_advice advice) {
   { s.advise(advice) } -> std::same_as<void>;
   { cs.follows_timings() } -> std::same_as<bool>;
+};
+
+/// Speculators that ask for mixture sampling (docs/algorithm.md, "Mixture sampling"):
+/// `cs.wants_mixture()` is read at the start of every request. Where it is true and the
+/// request's target is exactly a mixture (a combiner_with_mixture_weights that says so,
+/// T > 0, and no truncation filter, bias, penalty or logits processor), the session draws a
+/// model for every position and schedule_view::mixture() is true; any other request runs as
+/// collaborative decoding with the same speculator (view.mixture() false, visible in
+/// generation_statistics::mixture), so that no request silently changes law.
+template <class S>
+concept mixture_speculator = requires(const S& cs) {
+  { cs.wants_mixture() } -> std::same_as<bool>;
+};
+
+/// Mixture speculators that learn acceptance per pair: under mixture sampling, the session
+/// calls `s.observe_mixture(proposer, drawn, accepted)` for every proposal verified against
+/// another model's distribution (a proposal of the drawn model itself is accepted without a
+/// test and not reported), instead of observe().
+template <class S>
+concept mixture_observing_speculator = requires(S& s, std::size_t proposer, std::size_t drawn, bool accepted) {
+  { s.observe_mixture(proposer, drawn, accepted) } -> std::same_as<void>;
 };
 
 /// Speculators with per-generation state.
