@@ -18,6 +18,10 @@
 // Cases: V in {32000, 128256, 152064}; n = 2 (weighted ensemble, contrastive decoding mu 0.1)
 // and n = 3 (weighted ensemble, proxy-tuning logit arithmetic 1, 1, -1); sampling (T = 1) and
 // greedy; chain length 1 (alternating gammas all 1) and 5 (the cheapest model proposes 5).
+// Mixture sampling of the weighted ensemble (combiner MIX, sampling only): chain 1 is plain
+// mixture sampling, chain 5 its speculative form (max_gamma 5, model 0 priced 1 and the others
+// 8, so model 0 proposes runs). Its floor is one exp pass per committed token: the drawn
+// model's row is the only one a position must exponentiate.
 // The models' rows are near-identical (shared peaked rows plus a little per-model noise), so
 // chains are accepted; the tokens per invocation and the acceptance are reported.
 //
@@ -218,7 +222,11 @@ std::vector<std::pair<std::string, case_info>>& registry() {
   return cases;
 }
 
-bool is_ensemble(const std::string& combiner) { return combiner == "WE"; }
+bool is_mixture(const std::string& combiner) { return combiner == "MIX"; }
+bool is_ensemble(const std::string& combiner) { return combiner == "WE" || is_mixture(combiner); }
+
+/// Rows a committed position must exponentiate at least: every model's, or the drawn one's.
+std::size_t floor_rows(const case_info& info) { return is_mixture(info.combiner) ? 1 : info.models; }
 
 /// Gammas and cost order (cheapest first): the cheapest model proposes `chain` tokens.
 /// Weighted ensemble: model 0 is the cheap one. Contrastive decoding: model 0 is the expert,
@@ -257,14 +265,23 @@ std::string case_name(const case_info& info) {
 template <class Combiner>
 class pass_replay {
  public:
-  pass_replay(Combiner combiner, bool sampling, std::size_t proposer, std::size_t models, std::size_t size)
+  pass_replay(Combiner combiner, bool sampling, std::size_t proposer, std::size_t models, std::size_t size,
+              bool mixture = false)
       : combiner_(std::move(combiner)), settings_(make_settings(sampling)), evaluator_(combiner_, settings_),
-        proposer_(proposer), rows_(models), known_(models), proposal_(size), target_(size), random_(5) {}
+        proposer_(proposer), rows_(models), known_(models), proposal_(size), target_(size), random_(5),
+        mixture_(mixture) {}
 
   void run(const row_bank& bank, std::size_t position) {
     using clock = std::chrono::steady_clock;
     for (std::size_t k = 0; k < rows_.size(); ++k) rows_[k] = bank.row(k, position);
     const auto start = clock::now();
+    if (mixture_) {
+      // A plain mixture position: the drawn model's softmax, written, and a draw from it.
+      const float sum = cospec::kernels::unnormalized_softmax(rows_[0], target_, 1.0f / settings_.temperature).sum;
+      benchmark::DoNotOptimize(cospec::kernels::sample_inverse_cdf(target_, random_.uniform(), sum));
+      target_seconds += seconds_between(start, clock::now());
+      return;
+    }
     cospec::token_id x;
     if (settings_.greedy()) {
       x = static_cast<cospec::token_id>(cospec::kernels::max_argmax(rows_[proposer_]).index);
@@ -328,7 +345,12 @@ class pass_replay {
   std::vector<float> proposal_, target_;
   float proposal_sum_ = 1.0f;
   cospec::random_source random_;
+  bool mixture_;
 };
+
+template <class Combiner, class Decoder>
+void measure(benchmark::State& state, const case_info& info, const row_bank& bank, pass_replay<Combiner>& passes,
+             Decoder decoder);
 
 template <class Combiner>
 void run_cospec(benchmark::State& state, const case_info& info, Combiner combiner) {
@@ -340,8 +362,24 @@ void run_cospec(benchmark::State& state, const case_info& info, Combiner combine
   cospec::sampling_settings settings;
   settings.temperature = info.sampling ? 1.0f : 0.0f;
   auto [gammas, order] = schedule(info);
-  pass_replay<Combiner> passes(combiner, info.sampling, order.front(), info.models, info.size);
-  cospec::decoder decoder(pointers, std::move(combiner), cospec::alternating(gammas, order), settings);
+  pass_replay<Combiner> passes(combiner, info.sampling, order.front(), info.models, info.size, is_mixture(info.combiner));
+  if (is_mixture(info.combiner)) {
+    cospec::mixture_options options;
+    if (info.chain > 1) {
+      options.max_gamma = info.chain;
+      options.fallback.pass_costs.assign(info.models, 8.0);
+      options.fallback.pass_costs[0] = 1.0;
+    }
+    measure(state, info, bank, passes,
+            cospec::decoder(pointers, std::move(combiner), cospec::mixture_sampling(info.models, options), settings));
+  } else {
+    measure(state, info, bank, passes, cospec::decoder(pointers, std::move(combiner), cospec::alternating(gammas, order), settings));
+  }
+}
+
+template <class Combiner, class Decoder>
+void measure(benchmark::State& state, const case_info& info, const row_bank& bank, pass_replay<Combiner>& passes,
+             Decoder decoder) {
 
   cospec::generation_limits limits;
   limits.max_new_tokens = tokens_per_generate;
@@ -380,7 +418,7 @@ void run_cospec(benchmark::State& state, const case_info& info, Combiner combine
     limits.seed = seed++;
     const cospec::generation_result result = decoder.generate(prompt, limits);
     const auto start = std::chrono::steady_clock::now();
-    for (std::size_t t = 0; t < result.tokens.size(); ++t) floor_pass(bank, info.models, prompt.size() + t);
+    for (std::size_t t = 0; t < result.tokens.size(); ++t) floor_pass(bank, floor_rows(info), prompt.size() + t);
     const auto end = std::chrono::steady_clock::now();
     for (std::size_t t = 0; t < result.tokens.size(); ++t) passes.run(bank, prompt.size() + t);
     const auto& stats = result.statistics;
@@ -527,9 +565,13 @@ void register_benchmarks() {
         for (bool sampling : {true, false})
           for (std::size_t chain : chain_lengths)
             for (bool scalar : {false, true}) add({combiner, models, size, sampling, chain, scalar});
+  for (std::size_t size : vocabulary_sizes)
+    for (std::size_t models : model_counts)
+      for (std::size_t chain : chain_lengths) add({"MIX", models, size, true, chain, false});
 }
 
 std::string combiner_label(const case_info& info) {
+  if (is_mixture(info.combiner)) return info.chain > 1 ? "WE mixture+spec" : "WE mixture";
   if (is_ensemble(info.combiner)) return "WE";
   return info.models == 2 ? "CD mu 0.1" : "proxy 1, 1, -1";
 }

@@ -2,9 +2,11 @@
 //
 // For a weighted ensemble of two and of three models, and for contrastive decoding at
 // temperature 0 and 1, it runs standard collaborative decoding, speculative decoding with a
-// fixed proposer (SD) and CoS (alternating proposers) on the same prompts, and prints one
-// table: passes per model, acceptance rates, cost under the paper's cost model (virtual time,
-// with cost ratios like the paper's model pairs), wall time, and speedups over standard.
+// fixed proposer (SD) and CoS (alternating proposers) on the same prompts, and, where the
+// target is a mixture (weighted ensembles sampled at T > 0 without penalties), mixture
+// sampling and its speculative form; it prints one table: passes per model, acceptance rates,
+// cost under the paper's cost model (virtual time, with cost ratios like the paper's model
+// pairs), wall time, and speedups over standard.
 // Greedy runs are checked to be token-identical across methods; the program fails if not.
 // --p-min P lets CoS end a proposer's run early (docs/benchmarks.md, "Ending runs early").
 // --repeat-penalty and its companions penalise repeated tokens in every setting, and
@@ -175,6 +177,12 @@ struct setting {
   std::vector<std::size_t> cos_gammas;
   std::size_t sd_proposer = 0;
   std::size_t sd_gamma = 1;
+
+  /// Mixture sampling applies: a weighted ensemble sampled without transforms.
+  [[nodiscard]] bool mixture() const {
+    const cospec::sampling_settings settings = sampling();
+    return !contrastive && !settings.greedy() && !settings.penalties.active();
+  }
 };
 
 /// Totals of one method over all prompts.
@@ -239,6 +247,18 @@ std::vector<method_run> compare(const setting& s, const std::shared_ptr<const ng
                             options.tokens, options.seed, options.latency_us));
   runs.push_back(run_method("CoS", s, stats, combiner, cospec::alternating(s.cos_gammas, {}, options.p_min), prompts,
                             options.tokens, options.seed, options.latency_us));
+  if (s.mixture()) {
+    // Plain: only the drawn model runs. Speculative: cheaper models may propose runs, priced
+    // with the setting's pass costs (the same cost ratio the clock charges).
+    cospec::mixture_options plain;
+    cospec::mixture_options speculative;
+    speculative.max_gamma = 6;
+    for (const cospec::pass_cost& cost : s.costs) speculative.fallback.pass_costs.push_back(cost.per_pass);
+    runs.push_back(run_method("mixture", s, stats, combiner, cospec::mixture_sampling(s.orders.size(), plain), prompts,
+                              options.tokens, options.seed, options.latency_us));
+    runs.push_back(run_method("mixture+spec", s, stats, combiner, cospec::mixture_sampling(s.orders.size(), speculative),
+                              prompts, options.tokens, options.seed, options.latency_us));
+  }
   return runs;
 }
 
@@ -311,6 +331,8 @@ int main(int argc, char** argv) try {
        options.ensemble_weights, options.ensemble_gammas, 0, 1},
       {"WE, 3 models, cost 1:1:1", {small, medium, large}, {{1, 0}, {1, 0}, {1, 0}}, at(ensemble_temperature), false,
        three_weights, {1, 1, 1}, 0, 1},
+      {"WE, 2 models, cost 1:8", {medium, large}, {{1, 0}, {8, 0}}, at(ensemble_temperature), false,
+       options.ensemble_weights, {3, 1}, 0, 3},
       {"CD, T=0, cost 1:8", {large, medium}, {{8, 0}, {1, 0}}, at(0.0f), true, {},
        {options.contrastive_gammas[1], options.contrastive_gammas[0]}, 1, options.contrastive_gammas[0]},
       {"CD, T=1, cost 1:8", {large, medium}, {{8, 0}, {1, 0}}, at(1.0f), true, {},
@@ -334,7 +356,7 @@ int main(int argc, char** argv) try {
                 static_cast<double>(options.penalties.repeat), static_cast<double>(options.penalties.frequency),
                 static_cast<double>(options.penalties.presence), static_cast<long long>(options.penalties.last_n),
                 options.process_proposals ? "yes" : "no");
-  std::printf("%-28s %-9s %7s %-16s %-15s %11s %8s %9s %8s", "setting", "method", "tokens", "passes/model",
+  std::printf("%-28s %-12s %7s %-16s %-15s %11s %8s %9s %8s", "setting", "method", "tokens", "passes/model",
               "acceptance", "cost/token", "speedup", "wall ms", "speedup");
   if (options.details) std::printf(" %11s %8s", "invocations", "tok/inv");
   std::printf("\n");
@@ -353,7 +375,7 @@ int main(int argc, char** argv) try {
       const double standard_cost = standard.virtual_time / static_cast<double>(standard.tokens);
       const double wall = run.wall_seconds / static_cast<double>(run.tokens);
       const double standard_wall = standard.wall_seconds / static_cast<double>(standard.tokens);
-      std::printf("%-28s %-9s %7zu %-16s %-15s %11.2f %7.2fx %9.1f %7.2fx", &run == &runs[0] ? s.name.c_str() : "",
+      std::printf("%-28s %-12s %7zu %-16s %-15s %11.2f %7.2fx %9.1f %7.2fx", &run == &runs[0] ? s.name.c_str() : "",
                   run.method.c_str(), run.tokens, join(run.passes, "/").c_str(), acceptance(run).c_str(), cost,
                   standard_cost / cost, run.wall_seconds * 1e3, standard_wall / wall);
       if (options.details)
