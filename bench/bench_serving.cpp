@@ -1,7 +1,8 @@
 // Serving many requests at once (docs/benchmarks.md, "Serving many requests"): S concurrent
 // requests of 32 tokens through one batch decoder on the 200M-parameter transformer example
 // and its early-exit draft (2 of 12 layers), a 0.5/0.5 weighted ensemble, greedy and T = 1.
-// Each iteration runs standard, SD g=1, CoS g=1 and adaptive in turn on the same requests, so
+// Each iteration runs standard, SD g=1, CoS g=1, adaptive and (at T = 1) mixture sampling, plain
+// and speculative, in turn on the same requests, so
 // each ratio compares runs of the same moment of a shared machine:
 //   tps_<method>:      total tokens per second of all S requests;
 //   vs_std_<method>:   that against standard decoding at the same S, in the same iteration;
@@ -28,8 +29,14 @@ const model_pair& bench_models() {
   return pair;
 }
 
-/// Counter names: letters and underscores only ("CoS g=1" becomes "CoS").
-std::string short_name(const std::string& method) { return method.substr(0, method.find(' ')); }
+/// Counter names: letters and underscores only ("CoS g=1" becomes "CoS", "mixture+spec"
+/// "mixture_spec").
+std::string short_name(const std::string& method) {
+  std::string name = method.substr(0, method.find(' '));
+  for (char& c : name)
+    if (c == '+') c = '_';
+  return name;
+}
 
 void BM_serving(benchmark::State& state) {
   const auto requests = static_cast<std::size_t>(state.range(0));

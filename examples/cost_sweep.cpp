@@ -27,7 +27,9 @@
 //
 // With --calibrate it instead fits the model agreement to the SD speedups of the paper's
 // table (docs/algorithm.md, "The paper's results") and prints cospec's CoS speedup next to
-// the paper's.
+// the paper's. With --models it instead writes the cost per token of standard decoding, CoS
+// (gammas all 1) and mixture sampling for uniform ensembles of 1 to 4 models of equal cost at
+// T = 1 and three agreements (docs/benchmarks.md, "Mixture sampling"; docs/plots/models.gp).
 #include <cospec/cospec.hpp>
 
 #include <chrono>     // std::chrono::steady_clock
@@ -38,7 +40,7 @@
 #include <cstdlib>    // std::exit
 #include <stdexcept>  // std::invalid_argument, std::runtime_error, std::logic_error
 #include <string>     // std::string, std::to_string
-#include <utility>    // std::move
+#include <utility>    // std::move, std::pair
 #include <vector>     // std::vector
 
 #include "models/synthetic_model.hpp"
@@ -54,6 +56,8 @@ const char* const usage = R"(usage: cospec-cost-sweep [options]
   --quick        a reduced grid (for tests): fewer agreements and gammas
   --seed S       sampling seed (default 1)
   --calibrate    fit the paper's SD column instead and print the calibration table
+  --models       cost per token against the number of models (1-4, equal costs, T = 1) for
+                 standard, CoS and mixture sampling, as CSV (to --csv or standard output)
 )";
 
 struct sweep_options {
@@ -61,6 +65,7 @@ struct sweep_options {
   std::size_t tokens = 3000;
   bool quick = false;
   bool calibrate = false;
+  bool models = false;
   std::uint64_t seed = 1;
 };
 
@@ -78,6 +83,10 @@ sweep_options parse(int argc, char** argv) {
     }
     if (flag == "--calibrate") {
       options.calibrate = true;
+      continue;
+    }
+    if (flag == "--models") {
+      options.models = true;
       continue;
     }
     if (i + 1 >= argc) throw std::invalid_argument("missing value after " + flag);
@@ -458,12 +467,42 @@ int run_calibration(const sweep_options& options) {
   return 0;
 }
 
+/// Cost per token of standard decoding, CoS (gammas all 1) and plain mixture sampling of a
+/// uniform ensemble of n = 1..4 models of equal cost, sampled at T = 1, per agreement: the
+/// plot of docs/plots/models.gp.
+int run_models(const sweep_options& options) {
+  std::FILE* out = options.csv.empty() ? stdout : std::fopen(options.csv.c_str(), "w");
+  if (out == nullptr) throw std::runtime_error("cannot write " + options.csv);
+  std::fprintf(out, "models,agreement,method,tokens,cost_per_token,speedup\n");
+  for (const double agreement : {0.5, 0.8, 0.95}) {
+    for (std::size_t n = 1; n <= 4; ++n) {
+      family f{"WE uniform", n, false, std::vector<float>(n, 1.0f / static_cast<float>(n)), {}};
+      for (std::size_t k = 0; k < n; ++k) f.cost_order.push_back(k);
+      const cospec::weighted_ensemble combiner(f.weights);
+      const measurement standard =
+          decode_with(f, agreement, combiner, cospec::standard{}, 1.0f, options.tokens, options.seed);
+      const measurement cos = decode_with(f, agreement, combiner, cospec::alternating(std::vector<std::size_t>(n, 1)),
+                                          1.0f, options.tokens, options.seed);
+      const measurement mixture =
+          decode_with(f, agreement, combiner, cospec::mixture_sampling(n), 1.0f, options.tokens, options.seed);
+      const std::vector<double> equal(n, 1.0);
+      const double reference = standard.cost_per_token(equal);
+      for (const auto& [name, m] : {std::pair<const char*, const measurement*>{"standard", &standard},
+                                    {"CoS", &cos}, {"mixture", &mixture}})
+        std::fprintf(out, "%zu,%.2f,%s,%zu,%.4f,%.4f\n", n, agreement, name, m->tokens, m->cost_per_token(equal),
+                     reference / m->cost_per_token(equal));
+    }
+  }
+  if (out != stdout) std::fclose(out);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
   const sweep_options options = parse(argc, argv);
   const auto started = std::chrono::steady_clock::now();
-  const int status = options.calibrate ? run_calibration(options) : run_sweep(options);
+  const int status = options.models ? run_models(options) : options.calibrate ? run_calibration(options) : run_sweep(options);
   std::fprintf(stderr, "cospec-cost-sweep: %.1f s\n",
                std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   return status;

@@ -1,7 +1,8 @@
 // cospec on a real inference stack: a weighted ensemble of a llama-architecture transformer
 // and a small draft, decoded by standard collaborative decoding, speculative decoding with the
-// draft as the only proposer (SD), CoS (the models alternate as proposers) and the adaptive
-// policy. Prints wall-clock tokens per second, the speedup of each method over standard
+// draft as the only proposer (SD), CoS (the models alternate as proposers), the adaptive
+// policy and, when sampling without penalties, mixture sampling (only the model drawn for a
+// token runs) and its speculative form. Prints wall-clock tokens per second, the speedup of each method over standard
 // decoding and the acceptance rates, and exits non-zero unless every method's greedy output is
 // token-identical to standard decoding's (docs/benchmarks.md, "Transformer").
 //
@@ -277,13 +278,20 @@ int main(int argc, char** argv) try {
 
   // The methods take turns on each prompt, so that a slow spell of the (shared, noisy)
   // machine does not fall on one method only.
-  std::vector<method_result> results(1 + 2 * options.gammas.size() + 1);
+  // Mixture sampling applies where the target is the mixture itself: sampling, no penalties.
+  const bool mixture = options.temperature > 0.0f && !options.penalties.active();
+  const std::size_t adaptive_row = 1 + 2 * options.gammas.size();
+  std::vector<method_result> results(adaptive_row + 1 + (mixture ? 2 : 0));
   results.front().name = "standard";
   for (std::size_t g = 0; g < options.gammas.size(); ++g) {
     results[1 + g].name = "SD g=" + std::to_string(options.gammas[g]);
     results[1 + options.gammas.size() + g].name = "CoS g=" + std::to_string(options.gammas[g]);
   }
-  results.back().name = "adaptive";
+  results[adaptive_row].name = "adaptive";
+  if (mixture) {
+    results[adaptive_row + 1].name = "mixture";
+    results[adaptive_row + 2].name = "mixture+spec";
+  }
   for (const auto& prompt : prompts) {
     run_method(results.front(), cospec::standard{}, pair, team, options, prompt);
     for (std::size_t g = 0; g < options.gammas.size(); ++g) {
@@ -296,19 +304,27 @@ int main(int argc, char** argv) try {
     cospec::adaptive_options measured;
     measured.measure_pass_costs = true;
     measured.p_min = options.p_min;
-    run_method(results.back(), cospec::adaptive(2, measured), pair, team, options, prompt);
+    run_method(results[adaptive_row], cospec::adaptive(2, measured), pair, team, options, prompt);
+    if (mixture) {
+      run_method(results[adaptive_row + 1], cospec::mixture_sampling(2), pair, team, options, prompt);
+      // The draft proposes runs where the large model was drawn, priced from measured passes.
+      cospec::mixture_options speculative;
+      speculative.max_gamma = 6;
+      speculative.fallback = measured;
+      run_method(results[adaptive_row + 2], cospec::mixture_sampling(2, speculative), pair, team, options, prompt);
+    }
   }
 
   const method_result& reference = results.front();
   const double reference_rate = static_cast<double>(reference.tokens) / reference.seconds;
-  std::printf("%-10s %9s %8s %12s %12s %12s %12s", "method", "tokens/s", "speedup", "small passes", "large passes",
+  std::printf("%-12s %9s %8s %12s %12s %12s %12s", "method", "tokens/s", "speedup", "small passes", "large passes",
               "small accept", "large accept");
   if (options.details) std::printf(" %11s %8s", "invocations", "tok/inv");
   std::printf("\n");
   bool identical = true;
   for (const method_result& r : results) {
     const double rate = static_cast<double>(r.tokens) / r.seconds;
-    std::printf("%-10s %9.2f %7.2fx %12zu %12zu %12s %12s", r.name.c_str(), rate, rate / reference_rate,
+    std::printf("%-12s %9.2f %7.2fx %12zu %12zu %12s %12s", r.name.c_str(), rate, rate / reference_rate,
                 r.small_passes, r.large_passes, acceptance(r, 0).c_str(), acceptance(r, 1).c_str());
     if (options.details)
       std::printf(" %11zu %8.2f", r.invocations, static_cast<double>(r.tokens) / static_cast<double>(r.invocations));

@@ -1,7 +1,7 @@
 // cospec serving many requests at once on the transformer example: for each number S of
 // concurrent requests, one batch decoder runs S requests over batched transformers (the large
 // model and its early-exit draft, a weighted ensemble), with standard collaborative decoding,
-// SD, CoS and the adaptive policy. Prints total tokens/s and each method's ratio to standard
+// SD, CoS, the adaptive policy and, when sampling, mixture sampling (plain and speculative). Prints total tokens/s and each method's ratio to standard
 // decoding at the same S, per-request latency (median and worst), batched passes and their
 // mean batch, and acceptance. With greedy decoding (the default) it exits non-zero unless
 // every request's output is the same under every method, and the first request's is the one
@@ -170,13 +170,13 @@ int main(int argc, char** argv) try {
     const auto runs = serve_every_method(options.setup, prompts);
     const serving_run& reference = runs.front();
     std::printf("\n%zu concurrent requests\n", s);
-    std::printf("%-10s %9s %8s %9s %10s %10s %13s %13s %7s %7s\n", "method", "tokens/s", "vs std", "clock", "median s",
+    std::printf("%-12s %9s %8s %9s %10s %10s %13s %13s %7s %7s\n", "method", "tokens/s", "vs std", "clock", "median s",
                 "worst s", "small passes", "large passes", "s acc", "l acc");
     for (const serving_run& run : runs) {
       const auto batch = [&](std::size_t k) {
         return run.passes[k] == 0 ? 0.0 : static_cast<double>(run.sequences[k]) / static_cast<double>(run.passes[k]);
       };
-      std::printf("%-10s %9.2f %7.2fx %8.2fx %10.2f %10.2f %6zu (%4.1f) %6zu (%4.1f) %7s %7s\n", run.method.c_str(),
+      std::printf("%-12s %9.2f %7.2fx %8.2fx %10.2f %10.2f %6zu (%4.1f) %6zu (%4.1f) %7s %7s\n", run.method.c_str(),
                   run.tokens_per_second(), run.tokens_per_second() / reference.tokens_per_second(),
                   reference.virtual_time / run.virtual_time, run.latency(0.5),
                   run.latency(1.0), run.passes[0], batch(0), run.passes[1], batch(1),

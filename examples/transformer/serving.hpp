@@ -1,6 +1,7 @@
 // Many concurrent requests on the transformer example: S requests decoded together by one
 // cospec::batch_decoder over two batched transformers (the large model and its draft), with
-// standard collaborative decoding, speculative decoding (SD), CoS and the adaptive policy.
+// standard collaborative decoding, speculative decoding (SD), CoS, the adaptive policy and,
+// when sampling, mixture sampling plain and speculative.
 // Shared by the serving demo (serve.cpp) and its benchmark (bench/bench_serving.cpp).
 #pragma once
 
@@ -156,7 +157,8 @@ inline cospec::pass_cost fit_pass_cost(const std::shared_ptr<const transformer_w
   return {std::max(0.0, one - per_token), per_token};
 }
 
-/// Standard, SD, CoS and adaptive in turn on the same requests.
+/// Standard, SD, CoS, adaptive and (when sampling) mixture sampling, plain and speculative, in
+/// turn on the same requests.
 inline std::vector<serving_run> serve_every_method(const serving_setup& setup,
                                                    const std::vector<std::vector<token_id>>& prompts) {
   const std::string g = std::to_string(setup.gamma);
@@ -170,6 +172,15 @@ inline std::vector<serving_run> serve_every_method(const serving_setup& setup,
   runs.push_back(serve_requests("SD g=" + g, cospec::fixed_proposer(0, setup.gamma), setup, prompts));
   runs.push_back(serve_requests("CoS g=" + g, cospec::alternating({setup.gamma, 1}), setup, prompts));
   runs.push_back(serve_requests("adaptive", cospec::adaptive(2, measured), setup, prompts));
+  if (setup.temperature > 0.0f) {
+    // Only the drawn model's requests ride a pass; the speculative form lets the draft propose
+    // runs where the large model was drawn, priced from the passes it measures.
+    cospec::mixture_options speculative;
+    speculative.max_gamma = 6;
+    speculative.fallback = measured;
+    runs.push_back(serve_requests("mixture", cospec::mixture_sampling(2), setup, prompts));
+    runs.push_back(serve_requests("mixture+spec", cospec::mixture_sampling(2, speculative), setup, prompts));
+  }
   return runs;
 }
 
