@@ -340,7 +340,7 @@ TEST_CASE("an exhausted pool refuses a new sequence, and a released id comes bac
   auto ids = create(model, 3);
   std::sort(ids.begin(), ids.end());
   CHECK(ids == std::vector<sequence_id>{0, 1, 2});
-  CHECK_THROWS_AS(model.create_sequence(), std::length_error);
+  CHECK_THROWS_AS(model.create_sequence(), cospec::capacity_exceeded);
   CHECK_THROWS_WITH(model.create_sequence(), Catch::Contains("all 3 sequences are in use"));
 
   const auto history = some_tokens(9, 21);
@@ -354,7 +354,7 @@ TEST_CASE("an exhausted pool refuses a new sequence, and a released id comes bac
   const sequence_id again = model.create_sequence();
   CHECK(again == 1);
   CHECK(model.context_length(again) == 0);
-  CHECK_THROWS_AS(model.create_sequence(), std::length_error);
+  CHECK_THROWS_AS(model.create_sequence(), cospec::capacity_exceeded);
 
   // Its cache still holds the released context's rows; none of them may leak in.
   const auto tokens = some_tokens(4, 22);

@@ -348,7 +348,9 @@ TEST_CASE("bad input is refused with a clear error and leaves the context as it 
   CHECK_THROWS_AS(bad.validate(), std::invalid_argument);
 }
 
-TEST_CASE("the decoder stops at the transformer's context limit with context_overflow", "[llama][errors]") {
+TEST_CASE("the decoder ends a request at the transformer's context limit keeping its tokens, and refuses a prompt "
+          "that does not fit",
+          "[llama][errors]") {
   const auto weights = tiny_weights();
   const auto team = std::make_shared<thread_team>(1);
   transformer large(weights, team, {.layers = 0, .context_limit = 20});
@@ -359,7 +361,19 @@ TEST_CASE("the decoder stops at the transformer's context limit with context_ove
                           cospec::alternating({3, 1}), greedy);
   cospec::generation_limits limits;
   limits.max_new_tokens = 30;
-  CHECK_THROWS_AS(decoder.generate(random_tokens(5, 67, 14), limits), cospec::context_overflow);
+  // 5 prompt tokens and a context of 20: the models can be fed 20 tokens, which gives the
+  // 21st, so 16 tokens are generated, the same as without a limit.
+  const auto result = decoder.generate(random_tokens(5, 67, 14), limits);
+  CHECK(result.reason == cospec::finish_reason::context_limit);
+  CHECK(result.tokens.size() == 16);
+  CHECK(large.context_length() <= 20);
+  transformer free_large(weights, team, {.layers = 0, .context_limit = 0});
+  transformer free_draft(weights, team, {.layers = 1, .context_limit = 0});
+  cospec::decoder unlimited(std::vector<transformer*>{&free_draft, &free_large}, cospec::weighted_ensemble({0.5f, 0.5f}),
+                            cospec::alternating({3, 1}), greedy);
+  const auto reference = unlimited.generate(random_tokens(5, 67, 14), limits);
+  CHECK(std::equal(result.tokens.begin(), result.tokens.end(), reference.tokens.begin()));
+  CHECK_THROWS_AS(decoder.generate(random_tokens(21, 67, 14), limits), cospec::context_overflow);
 }
 
 // ---- the adapter under the decoder ---------------------------------------------------------

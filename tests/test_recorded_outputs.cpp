@@ -271,17 +271,6 @@ std::vector<call_result> run_case(const recorded_case& c) {
   throw std::logic_error("unknown combiner");
 }
 
-const char* finish_reason_name(finish_reason reason) {
-  switch (reason) {
-    case finish_reason::max_new_tokens: return "max_new_tokens";
-    case finish_reason::stop_token: return "stop_token";
-    case finish_reason::stop_sequence: return "stop_sequence";
-    case finish_reason::stopped_by_callback: return "stopped_by_callback";
-    case finish_reason::cancelled: return "cancelled";
-  }
-  return "unknown finish reason";
-}
-
 // ---- the recorded outputs (decoder of 00e62aa) ---------------------------------------------
 
 /// Weighted ensembles of 2 and 3 models, unequal weights.
@@ -695,7 +684,7 @@ void check_recorded(const std::vector<recorded_case>& cases) {
       for (std::size_t i = 0; i < results.size(); ++i) {
         INFO("generate() call " << i + 1 << " of " << results.size());
         REQUIRE(results[i].tokens == c.turns[i].expected);
-        REQUIRE(finish_reason_name(results[i].reason) == std::string(finish_reason_name(c.turns[i].expected_reason)));
+        REQUIRE(cospec::to_string(results[i].reason) == std::string(cospec::to_string(c.turns[i].expected_reason)));
       }
     }
   }

@@ -102,6 +102,12 @@ struct hostility {
 struct hostile_outcome {
   bool threw = false;
   std::exception_ptr error;
+  // Without an error: how it ended, the tokens it generated, and (greedy identity) what the
+  // same decoder gives the prompt after every adapter behaves again.
+  cospec::finish_reason reason = cospec::finish_reason::max_new_tokens;
+  std::size_t tokens = 0;
+  std::vector<token_id> committed;
+  std::vector<token_id> unlimited;
 };
 
 /// Runs a decoder of three checking adapters with `settings` under `h`. If generate throws,
@@ -132,12 +138,24 @@ hostile_outcome run_hostile(method m, const Combiner& combiner, const cospec::sa
       return true;
     };
     try {
-      decoder.generate(prompt, limits);
+      const cospec::generation_result result = decoder.generate(prompt, limits);
+      outcome.reason = result.reason;
+      outcome.tokens = result.tokens.size();
     } catch (...) {
       outcome.threw = true;
       outcome.error = std::current_exception();
     }
-    if (!outcome.threw) return outcome;
+    if (!outcome.threw) {
+      for (auto& a : adapters) CHECK(a.violations.empty());
+      outcome.committed.assign(committed.begin() + static_cast<std::ptrdiff_t>(prompt.size()), committed.end());
+      for (auto& a : adapters) a.behave();
+      processor.shared->throw_at = 0;
+      limits.on_token = nullptr;
+      auto clean = fresh_adapters(3);
+      cospec::decoder reference(pointers(clean), combiner, speculator, processed);
+      outcome.unlimited = reference.generate(prompt, limits).tokens;
+      return outcome;
+    }
 
     for (std::size_t k = 0; k < adapters.size(); ++k) {
       INFO("model " << k << " holds " << adapters[k].context().size() << " tokens, " << committed.size()
@@ -263,7 +281,7 @@ TEST_CASE("every setting that can never work is rejected at construction, naming
     sampling_rejects(with([](settings_t& s) { s.temperature = 1e-45f; }),
                      Contains("temperature") && Contains("1.4") && Contains("e-45"));
     sampling_rejects(with([](settings_t& s) { s.top_k = 0; }), Contains("top_k"));
-    sampling_rejects(with([](settings_t& s) { s.top_p = 0.0f; }), Contains("top_p") && Contains("0.0"));
+    sampling_rejects(with([](settings_t& s) { s.top_p = 0.0f; }), Contains("top_p") && Contains("got 0"));
     sampling_rejects(with([](settings_t& s) { s.top_p = 1.5f; }), Contains("top_p") && Contains("1.5"));
     sampling_rejects(with([&](settings_t& s) { s.top_p = nan; }), Contains("top_p") && Contains("nan"));
     sampling_rejects(with([](settings_t& s) { s.min_p = -0.25f; }), Contains("min_p") && Contains("-0.25"));
@@ -308,7 +326,8 @@ TEST_CASE("every setting that can never work is rejected at construction, naming
     rejects([&] { build(pointers(odd), ensemble, speculator); }, Contains("model 1 has an empty vocabulary"));
     std::vector<checking_adapter*> mismatched{models[0], models[1], &odd[2]};
     rejects([&] { build(mismatched, ensemble, speculator); },
-            Contains("16 and 300") && Contains("padding of 256"));
+            Contains("model 0 has a vocabulary of 16 tokens") && Contains("model 2 one of 300") &&
+                Contains("vocabulary_padding (256)"));
     for (auto& a : odd) CHECK(a.feeds + a.truncates == 0);
   }
   SECTION("speculators") {
@@ -440,10 +459,10 @@ TEST_CASE("a truncate that fails while the prompt changes leaves no model believ
   }
 }
 
-TEST_CASE("an adapter's context_limit stops the decoder before it feeds past it, with a context_overflow naming "
-          "model, position and sizes",
+TEST_CASE("an adapter's context_limit ends generation where the next token would not fit, keeping every token; a "
+          "prompt that does not fit is a context_overflow naming the sizes",
           "[reliability][backend][context]") {
-  std::size_t overflows = 0;
+  std::size_t ended = 0;
   for (std::size_t model = 0; model < 3; ++model)
     for (std::size_t limit = 1; limit <= prompt.size() + new_tokens + 4; ++limit)
       for (method m : methods)
@@ -451,17 +470,24 @@ TEST_CASE("an adapter's context_limit stops the decoder before it feeds past it,
           INFO("model " << model << " holds " << limit << " tokens, " << name(m) << (greedy ? ", greedy" : ""));
           const hostility h{.label = "context limit", .arm = [=](auto& adapters) { adapters[model].limit = limit; }};
           const hostile_outcome outcome = run_hostile(m, cospec::weighted_ensemble::uniform(3), sampling_mode(greedy), h);
-          // Speculation may need room for a few proposals past the last committed token.
-          if (limit < prompt.size() + new_tokens - 1) REQUIRE(outcome.threw);
-          if (!outcome.threw) continue;
-          ++overflows;
-          INFO(messages(outcome.error));
-          CHECK(is<cospec::context_overflow>(outcome.error));
-          CHECK_THAT(messages(outcome.error), Contains("model " + std::to_string(model) + ": feeding") &&
-                                                  Contains("at position") &&
-                                                  Contains("context_limit() is " + std::to_string(limit)));
+          if (limit < prompt.size()) {
+            REQUIRE(outcome.threw);
+            CHECK(is<cospec::context_overflow>(outcome.error));
+            CHECK_THAT(messages(outcome.error), Contains("prompt holds " + std::to_string(prompt.size()) + " tokens") &&
+                                                    Contains("context limit of " + std::to_string(limit)));
+            continue;
+          }
+          REQUIRE_FALSE(outcome.threw);
+          // The models may be fed `limit` tokens, which gives the token after them.
+          const std::size_t room = limit + 1 - prompt.size();
+          CHECK(outcome.tokens == std::min(room, new_tokens));
+          if (room < new_tokens) {
+            CHECK(outcome.reason == cospec::finish_reason::context_limit);
+            ++ended;
+          }
+          if (greedy) CHECK(std::equal(outcome.committed.begin(), outcome.committed.end(), outcome.unlimited.begin()));
         }
-  CHECK(overflows > 100);
+  CHECK(ended > 100);
 }
 
 TEST_CASE("an adapter that throws context_overflow from feed keeps its type, nested, and the decoder stays exact",

@@ -448,7 +448,9 @@ TEST_CASE("a greedy session driven by hand follows the argmax of the double-prec
   CHECK(session.speculator_policy().confidences > 0);
 }
 
-TEST_CASE("every call out of order is a usage_error, and the session is usable afterwards", "[session][usage]") {
+TEST_CASE("every call out of order is a usage_error that changes nothing: the running request goes on to the same "
+          "tokens",
+          "[session][usage]") {
   const std::vector<synthetic_model_config> configs{{12, 5, 1, 2, 0.7, 2.0}, {12, 5, 1, 3, 0.7, 2.0}};
   cospec::sampling_settings settings;
   settings.temperature = 0.9f;
@@ -464,7 +466,8 @@ TEST_CASE("every call out of order is a usage_error, and the session is usable a
   plain_session session(cospec::weighted_ensemble::uniform(2), cospec::alternating({3, 1}), vocabulary_sizes(models));
   // Before any request.
   CHECK_FALSE(session.running());
-  CHECK(session.next_pass() == nullptr);
+  CHECK_THROWS_WITH(session.next_pass(), Contains("before start()"));
+  CHECK_THROWS_WITH(session.take_result(), Contains("before any request"));
   CHECK_THROWS_AS(session.pass_done(), cospec::usage_error);
   CHECK_THROWS_AS(session.pass_failed(), cospec::usage_error);
   CHECK_NOTHROW(session.cancel());  // nothing to cancel
@@ -496,6 +499,7 @@ TEST_CASE("every call out of order is a usage_error, and the session is usable a
   const auto result = session.take_result();
   CHECK(result.tokens == expected);
   CHECK(result.reason == cospec::finish_reason::max_new_tokens);
+  CHECK_THROWS_WITH(session.take_result(), Contains("twice"));
 
   // The next request, on the committed text, is what a fresh session gives.
   const auto follow_up = joined(joined(prompt, expected), {5, 6});

@@ -20,6 +20,7 @@
 #include <vector>     // std::vector
 
 #include <cospec/adapters/batched_model_adapter.hpp>
+#include <cospec/errors.hpp>
 
 #include "transformer/kv_cache.hpp"
 #include "transformer/thread_team.hpp"
@@ -63,7 +64,7 @@ class batched_transformer {
   [[nodiscard]] std::size_t vocabulary_size() const noexcept { return pass_.vocabulary_size(); }
   [[nodiscard]] std::size_t max_sequences() const noexcept { return max_sequences_; }
 
-  /// The lowest free id, its context empty. Throws std::length_error when max_sequences()
+  /// The lowest free id, its context empty. Throws cospec::capacity_exceeded when max_sequences()
   /// sequences are alive (and std::bad_alloc if its cache cannot be allocated; the pool is
   /// then unchanged).
   [[nodiscard]] sequence_id create_sequence() {
@@ -74,8 +75,8 @@ class batched_transformer {
         return id;
       }
     if (pool_.size() == max_sequences_)
-      throw std::length_error("llama batched transformer: all " + std::to_string(max_sequences_) +
-                              " sequences are in use (max_sequences); release one first");
+      throw cospec::capacity_exceeded("llama batched transformer: all " + std::to_string(max_sequences_) +
+                                      " sequences are in use (max_sequences); release one first");
     pool_.push_back(pooled_sequence{pass_.make_cache()});
     pool_.back().alive = true;
     return pool_.size() - 1;

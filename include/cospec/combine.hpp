@@ -1,6 +1,7 @@
 // Combiners and the target distribution (docs/combiners.md).
 #pragma once
 
+#include "cospec/combine/any_combiner.hpp"
 #include "cospec/combine/callable_combiner.hpp"
 #include "cospec/combine/combiner.hpp"
 #include "cospec/combine/logit_arithmetic.hpp"

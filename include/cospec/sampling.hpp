@@ -28,9 +28,11 @@ struct processor_context {
   /// at temperature 1 (a factor f on a weight is log f there, whatever `tempered` says).
   float temperature = 1.0f;
   bool greedy = false;
-  /// Whether the row already includes the temperature (a mixture's log at temperature T:
-  /// nothing divides it afterwards) or is divided by T after the processor (logit
-  /// arithmetic's combined raw logits, a proposer's raw logits). Greedy rows are at T = 1.
+  /// Whether the row already includes the temperature, so nothing divides it afterwards (a
+  /// mixture's target: the log of its normalised distribution at T; a proposer's row under a
+  /// mixture: the log-softmax of its logits at T), or is divided by T after the processor
+  /// (logit arithmetic's combined raw logits, and a proposer's raw logits under logit
+  /// arithmetic). Greedy rows are at T = 1.
   bool tempered = false;
   /// Empty for the combined target; model k when the processor is applied to model k's own
   /// proposal distribution (sampling_settings::process_proposals).
@@ -98,10 +100,19 @@ inline void validate(const sampling_settings& settings, std::size_t vocabulary_s
                                 " is too small for 1 / temperature to be a finite float; use 0 for greedy decoding");
   if (settings.top_k && *settings.top_k == 0)
     throw invalid_configuration("sampling: top_k must be >= 1 (leave it unset to disable it)");
+  if (settings.top_k && vocabulary_size != 0 && *settings.top_k > vocabulary_size)
+    throw invalid_configuration("sampling: top_k is " + std::to_string(*settings.top_k) + ", more than the vocabulary of " +
+                                std::to_string(vocabulary_size) + " (it would keep every token: leave it unset)");
   if (settings.top_p && !(*settings.top_p > 0.0f && *settings.top_p <= 1.0f))
-    throw invalid_configuration("sampling: top_p must be in (0, 1], got " + std::to_string(*settings.top_p));
+    throw invalid_configuration("sampling: top_p must be in (0, 1], got " + detail::number_text(*settings.top_p) +
+                                (*settings.top_p > 1.0f && *settings.top_p <= 100.0f
+                                     ? " (it looks like a percentage: top_p is a probability, 0.95 for 95 %)"
+                                     : ""));
   if (settings.min_p && !(*settings.min_p >= 0.0f && *settings.min_p <= 1.0f))
-    throw invalid_configuration("sampling: min_p must be in [0, 1], got " + std::to_string(*settings.min_p));
+    throw invalid_configuration("sampling: min_p must be in [0, 1], got " + detail::number_text(*settings.min_p) +
+                                (*settings.min_p > 1.0f && *settings.min_p <= 100.0f
+                                     ? " (it looks like a percentage: min_p is a fraction, 0.05 for 5 %)"
+                                     : ""));
   validate(settings.penalties);
   for (const auto& [token, bias] : settings.logit_bias) {
     if (token < 0 || (vocabulary_size != 0 && static_cast<std::size_t>(token) >= vocabulary_size))

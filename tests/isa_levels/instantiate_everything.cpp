@@ -82,6 +82,8 @@ int every_policy(const Combiner& combiner) {
     (void)decode(combiner, cospec::alternating({2, 1}), temperature);
     (void)decode(combiner, cospec::fixed_proposer(0, 3), temperature);
     (void)decode(combiner, cospec::adaptive(2), temperature);
+    (void)decode(combiner, cospec::mixture_sampling(2), temperature);
+    (void)decode(cospec::any_combiner(combiner), cospec::alternating({2, 1}), temperature);
     failures += decode_in_batch(combiner, cospec::standard{}, temperature) != reference;
     failures += decode_in_batch(combiner, cospec::adaptive(2), temperature) != decode(combiner, cospec::adaptive(2), temperature);
     if (temperature == 0.0f) {

@@ -69,7 +69,10 @@ class checking_batch_adapter {
         lifetime_of_[s] = lifetimes.size() - 1;
         return s;
       }
-    throw std::runtime_error("checking_batch_adapter: all " + std::to_string(slots_.size()) + " sequences are in use");
+    // The documented signal of an exhausted pool (batched_model_adapter, requirement 3): a batch
+    // decoder that shares the pool queues the request instead of failing it.
+    throw cospec::capacity_exceeded("checking_batch_adapter: all " + std::to_string(slots_.size()) +
+                                    " sequences are in use");
   }
 
   void release_sequence(sequence_id s) {

@@ -10,6 +10,7 @@
 #include <map>
 #include <numeric>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include <cospec/token.hpp>
@@ -30,6 +31,9 @@ struct reference_sampling {
   double temperature = 1.0;
   std::optional<std::size_t> top_k;
   std::optional<double> top_p;
+  /// Added to the target's log-probabilities (a factor exp(bias); -inf bans), before the
+  /// truncation filters, as sampling_settings::logit_bias is.
+  std::vector<std::pair<token_id, double>> bias = {};
 };
 
 inline std::vector<double> softmax(const std::vector<double>& logits, double temperature) {
@@ -100,6 +104,11 @@ inline std::vector<double> reference_target(const std::vector<examples::syntheti
           combined[j] = -std::numeric_limits<double>::infinity();
     }
     target = softmax(combined, sampling.temperature);
+  }
+  if (!sampling.bias.empty()) {
+    for (const auto& [token, bias] : sampling.bias) target[static_cast<std::size_t>(token)] *= std::exp(bias);
+    const double total = std::accumulate(target.begin(), target.end(), 0.0);
+    for (double& x : target) x /= total;
   }
   truncate(target, sampling);
   return target;

@@ -57,7 +57,9 @@ concept batched_adapter_with_truncate = requires(M& m, sequence_id s, std::size_
 ///  1. `m.vocabulary_size()` is its vocabulary size V, constant over its lifetime;
 ///  2. `m.max_sequences()` is the most sequences that may exist at once (constant), and
 ///  3. `m.create_sequence()` returns the id of a new sequence with an empty context, distinct
-///     from every other living sequence (it may throw when none is free), and
+///     from every other living sequence; when none is free now (a pool shared with other
+///     users) it throws cospec::capacity_exceeded, which a batch decoder answers by queueing
+///     the request until one is (any other exception fails the request), and
 ///     `m.release_sequence(s)` ends sequence s, dropping its context; its id may be handed
 ///     out again. It must not throw (a batch decoder counts a sequence whose release threw as
 ///     still in use, so the pool holds one fewer from then on);

@@ -7,6 +7,7 @@
 #include <concepts>  // std::convertible_to, std::same_as
 #include <cstddef>   // std::size_t
 #include <span>      // std::span
+#include <string_view>  // std::string_view
 
 #include "cospec/token.hpp"
 
@@ -61,6 +62,16 @@ concept model_adapter =
 template <class M>
 concept adapter_with_context_limit = requires(const M& m) {
   { m.context_limit() } -> std::convertible_to<std::size_t>;
+};
+
+/// Adapters (single-sequence or batched) that give a token's text: `m.token_text(t)` is the
+/// bytes token t adds to a text (llama.cpp: llama_token_to_piece; a tokenizer's decoding of
+/// one token), valid until the next call on the adapter. It gives stop strings, streamed text
+/// and generation_result::text, and lets a decoder check that its models' vocabularies agree
+/// token by token (docs/adapters.md, "Token texts").
+template <class M>
+concept adapter_with_token_text = requires(M& m, token_id t) {
+  { m.token_text(t) } -> std::convertible_to<std::string_view>;
 };
 
 }  // namespace cospec

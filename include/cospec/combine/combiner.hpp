@@ -108,4 +108,35 @@ concept combiner_with_mixture_weights = requires(const C& c) {
   { c.mixture_weights() } -> std::convertible_to<std::span<const float>>;
 };
 
+/// What a combiner can do, where only the run time knows (a type-erased combiner: any_combiner).
+struct combiner_capabilities {
+  /// Its target at every T is softmax(target_logits / T) (combiner_with_target_logits).
+  bool target_logits = false;
+  /// Its proposals are softmax(row_i / T) and target_probability evaluates it at one token
+  /// (combiner_with_point_target's promise).
+  bool point_target = false;
+};
+
+/// Optional: combiners that say at run time which optional requirements they really meet
+/// (they provide the functions of several, and honour only some). Without it, the concepts
+/// say it at compile time.
+template <class C>
+concept combiner_with_capabilities = requires(const C& c) {
+  { c.capabilities() } -> std::same_as<combiner_capabilities>;
+};
+
+/// Whether `c`'s target is softmax of its target logits (at compile time where it can be).
+template <class C>
+[[nodiscard]] bool has_target_logits(const C& c) noexcept {
+  if constexpr (combiner_with_capabilities<C>) return c.capabilities().target_logits;
+  else return combiner_with_target_logits<C>;
+}
+
+/// Whether `c` keeps combiner_with_point_target's promise.
+template <class C>
+[[nodiscard]] bool has_point_target(const C& c) noexcept {
+  if constexpr (combiner_with_capabilities<C>) return c.capabilities().point_target;
+  else return combiner_with_point_target<C>;
+}
+
 }  // namespace cospec

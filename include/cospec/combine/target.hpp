@@ -14,7 +14,8 @@
 #include <optional>    // std::optional
 #include <span>        // std::span
 #include <string>      // std::string, std::to_string
-#include <utility>     // std::move
+#include <utility>     // std::move, std::pair
+#include <vector>      // std::vector
 
 #include "cospec/combine/combiner.hpp"
 #include "cospec/combine/logit_bias.hpp"
@@ -53,9 +54,21 @@ class target_evaluator {
   /// Re-reads the settings' logit bias, penalties and processor (a new request). Allocates.
   void settings_changed() {
     bias_ = merged_logit_bias(settings_->logit_bias);
+    banning_ = false;
+    banned_bias_ = merged_logit_bias{};
     penalties_.set_settings(settings_->penalties);
     processor_ = own_processor_ ? &own_processor_ : settings_->processor ? &settings_->processor : nullptr;
   }
+
+  /// Tokens the target bans while ban_tokens(true) (a request's stop tokens before its
+  /// min_tokens: generation_limits::min_tokens), on top of the logit bias. Allocates.
+  void set_bannable(std::span<const token_id> tokens) {
+    std::vector<std::pair<token_id, float>> entries(settings_->logit_bias.begin(), settings_->logit_bias.end());
+    for (token_id t : tokens) entries.emplace_back(t, -std::numeric_limits<float>::infinity());
+    banned_bias_ = merged_logit_bias(entries);
+  }
+  /// Whether the targets evaluated from now on ban the set_bannable tokens.
+  void ban_tokens(bool on) noexcept { banning_ = on; }
 
   /// Whether the target is built in logit space (penalties or a processor).
   [[nodiscard]] bool in_logit_space() const noexcept { return processor_ != nullptr || penalties_.settings().active(); }
@@ -63,13 +76,13 @@ class target_evaluator {
   /// Whether proposals get the target's logit-space treatment (process_proposals, and
   /// something to apply).
   [[nodiscard]] bool processes_proposals() const noexcept {
-    return settings_->process_proposals && (in_logit_space() || !bias_.empty());
+    return settings_->process_proposals && (in_logit_space() || !bias().empty());
   }
 
   /// Whether the target is the combiner's distribution at the temperature, untouched: no
   /// penalties, processor, bias or truncation filter (mixture sampling needs this).
   [[nodiscard]] bool untransformed() const noexcept {
-    return !in_logit_space() && bias_.empty() && !settings_->top_k && !settings_->top_p && !settings_->min_p;
+    return !in_logit_space() && bias().empty() && !settings_->top_k && !settings_->top_p && !settings_->min_p;
   }
 
   /// Whether the target's probability at one token can be had without building its row: the
@@ -77,7 +90,7 @@ class target_evaluator {
   /// row (no penalties, processor, bias or truncation filter).
   [[nodiscard]] bool point_target() const noexcept {
     if constexpr (combiner_with_point_target<Combiner>)
-      return untransformed();
+      return has_point_target(*combiner_) && untransformed();
     else
       return false;
   }
@@ -96,35 +109,59 @@ class target_evaluator {
   /// rows define no distribution or the transforms mask every token.
   /// Precondition: !settings.greedy().
   void distribution(logit_rows logits, std::span<const token_id> prefix, std::span<float> out) {
+    transformed(logits, prefix, out, settings_->temperature, true);
+  }
+
+  /// The distribution a greedy token is the argmax of: the target at temperature 1 with the
+  /// penalties, processor and bias, without truncation filters (which never change an argmax),
+  /// normalised into `out`. For log-probabilities under logprob_basis::sampled.
+  void greedy_distribution(logit_rows logits, std::span<const token_id> prefix, std::span<float> out) {
+    transformed(logits, prefix, out, 1.0f, false);
+  }
+
+  /// The combiner's own target at temperature 1, normalised into `out`, before any transform:
+  /// log-probabilities under logprob_basis::model. Returns what the row summed to before
+  /// normalising (the caller may skip the division).
+  float untransformed_distribution(logit_rows logits, std::span<float> out) {
+    const float sum = combiner_->target_weights(logits, 1.0f, out);
+    if (!(sum > 0.0f) || !std::isfinite(sum)) throw_invalid_combination(logits, "the target masks every token");
+    return sum;
+  }
+
+ private:
+  void transformed(logit_rows logits, std::span<const token_id> prefix, std::span<float> out, float temperature,
+                   bool filters) {
     float sum = 0.0f;
     if (in_logit_space()) {
-      const bool tempered = target_logits(logits, settings_->temperature, out);
-      apply_hooks({prefix, settings_->temperature, false, tempered, std::nullopt}, out);
+      const bool tempered = target_logits(logits, temperature, out);
+      apply_hooks({prefix, temperature, false, tempered, std::nullopt}, out);
       const kernels::exp_row_stats stats =
-          kernels::unnormalized_softmax(out, out, tempered ? 1.0f : 1.0f / settings_->temperature);
+          kernels::unnormalized_softmax(out, out, tempered ? 1.0f : 1.0f / temperature);
       if (!stats.valid())
         throw_invalid_combination(logits, "the target masks every token (after penalties and the logits processor)");
       sum = stats.sum;
-      if (!bias_.empty()) {
-        bias_.apply_to_weights(out);
+      if (!bias().empty()) {
+        bias().apply_to_weights(out);
         sum = checked_sum(out);
       }
     } else {
-      sum = combiner_->target_weights(logits, settings_->temperature, out);
-      if (!bias_.empty()) {
-        bias_.apply_to_weights(out);
+      sum = combiner_->target_weights(logits, temperature, out);
+      if (!bias().empty()) {
+        bias().apply_to_weights(out);
         // Bias may move almost all the mass (banning a dominant token): the sum is recomputed
         // rather than updated, which would cancel catastrophically.
         sum = checked_sum(out);
       }
     }
-    if (settings_->top_k) sum = kernels::top_k_filter(out, *settings_->top_k, workspace_);
-    if (settings_->top_p) sum = kernels::top_p_filter(out, *settings_->top_p, workspace_);
-    if (settings_->min_p) sum = kernels::min_p_filter(out, *settings_->min_p);
+    if (filters && settings_->top_k) sum = kernels::top_k_filter(out, *settings_->top_k, workspace_);
+    if (filters && settings_->top_p) sum = kernels::top_p_filter(out, *settings_->top_p, workspace_);
+    if (filters && settings_->min_p) sum = kernels::min_p_filter(out, *settings_->min_p);
     if (!(sum > 0.0f))
       throw_invalid_combination(logits, "the target masks every token (after penalties, processor, bias and filters)");
     normalise(out, sum);
   }
+
+ public:
 
   /// The greedy token at one position; `scratch` has length V. `known_maxima` as for
   /// combiner_with_greedy_token (each model's largest logit where known, NaN elsewhere, or
@@ -132,18 +169,18 @@ class target_evaluator {
   token_id greedy_token(logit_rows logits, std::span<const token_id> prefix, std::span<float> scratch,
                         std::span<const float> known_maxima = {}) {
     if constexpr (combiner_with_greedy_token<Combiner>) {
-      if (!in_logit_space() && bias_.empty())
+      if (!in_logit_space() && bias().empty())
         if (const std::optional<token_id> token = combiner_->greedy_token(logits, known_maxima)) return *token;
     }
     if (in_logit_space()) {
       // The same logits as sampling's, at T = 1 (whose argmax is the greedy token).
       const bool tempered = target_logits(logits, 1.0f, scratch);
       apply_hooks({prefix, 0.0f, true, tempered, std::nullopt}, scratch);
-      bias_.add_to_log_weights(scratch);
+      bias().add_to_log_weights(scratch);
       return checked_argmax(logits, scratch);
     }
     if (combiner_->greedy_scores(logits, scratch) == score_domain::log_weights) {
-      bias_.add_to_log_weights(scratch);
+      bias().add_to_log_weights(scratch);
       const kernels::max_location best = kernels::max_argmax(scratch);
       if (std::isfinite(best.value)) return static_cast<token_id>(best.index);
       // The cheap scores define no target. Unless a row is invalid, either bias or the
@@ -153,7 +190,7 @@ class target_evaluator {
       throw_if_a_row_is_invalid(logits);
       combiner_->target_weights(logits, 1.0f, scratch);
     }
-    bias_.apply_to_weights(scratch);
+    bias().apply_to_weights(scratch);
     const kernels::max_location best = kernels::max_argmax(scratch);
     if (std::isfinite(best.value) && best.value > 0.0f) return static_cast<token_id>(best.index);
     throw_if_a_row_is_invalid(logits);
@@ -181,8 +218,8 @@ class target_evaluator {
       throw invalid_logits("model " + std::to_string(model) +
                            ": its proposal distribution masks every token (after penalties and the logits processor)");
     float sum = stats.sum;
-    if (!bias_.empty()) {
-      bias_.apply_to_weights(out);
+    if (!bias().empty()) {
+      bias().apply_to_weights(out);
       sum = checked_sum(out);
       if (!(sum > 0.0f))
         throw invalid_logits("model " + std::to_string(model) + ": its proposal distribution masks every token (after bias)");
@@ -197,7 +234,7 @@ class target_evaluator {
     if (!row_is_valid(logits)) throw_invalid_row(model, logits);
     const bool tempered = proposal_logits(model, logits, 1.0f, scratch);
     apply_proposal_hooks(model, {prefix, 0.0f, true, tempered, model}, scratch);
-    bias_.add_to_log_weights(scratch);
+    bias().add_to_log_weights(scratch);
     const kernels::max_location best = kernels::max_argmax(scratch);
     if (!std::isfinite(best.value))
       throw invalid_logits("model " + std::to_string(model) +
@@ -210,28 +247,30 @@ class target_evaluator {
   /// whether they already include the temperature. Precondition: the row is valid.
   bool proposal_logits(std::size_t model, std::span<const float> logits, float temperature, std::span<float> out) {
     if constexpr (combiner_with_target_logits<Combiner>) {
-      std::copy(logits.begin(), logits.end(), out.begin());
-      return false;
-    } else {
-      const kernels::exp_row_stats stats = kernels::unnormalized_softmax(logits, out, 1.0f / temperature);
-      if (!stats.valid()) throw_invalid_row(model, logits);
-      const float log_sum = std::log(stats.sum);
-      for (float& w : out)
-        w = w > 0.0f ? std::log(w) - log_sum : -std::numeric_limits<float>::infinity();
-      return true;
+      if (has_target_logits(*combiner_)) {
+        std::copy(logits.begin(), logits.end(), out.begin());
+        return false;
+      }
     }
+    const kernels::exp_row_stats stats = kernels::unnormalized_softmax(logits, out, 1.0f / temperature);
+    if (!stats.valid()) throw_invalid_row(model, logits);
+    const float log_sum = std::log(stats.sum);
+    for (float& w : out)
+      w = w > 0.0f ? std::log(w) - log_sum : -std::numeric_limits<float>::infinity();
+    return true;
   }
 
   /// Writes the target's logits; returns whether they already include the temperature.
   bool target_logits(logit_rows logits, float temperature, std::span<float> out) {
     if constexpr (combiner_with_target_logits<Combiner>) {
-      combiner_->target_logits(logits, out);
-      return false;
-    } else {
-      combiner_->target_weights(logits, temperature, out);
-      log_of_normalised(logits, out);
-      return true;
+      if (has_target_logits(*combiner_)) {
+        combiner_->target_logits(logits, out);
+        return false;
+      }
     }
+    combiner_->target_weights(logits, temperature, out);
+    log_of_normalised(logits, out);
+    return true;
   }
 
   /// weights -> log(weights / sum), in place (0 becomes -inf).
@@ -309,6 +348,11 @@ class target_evaluator {
   token_penalties penalties_;
   kernels::filter_workspace workspace_;
   merged_logit_bias bias_;
+  merged_logit_bias banned_bias_;  // bias_ plus the bannable tokens at -inf
+  bool banning_ = false;
+
+  [[nodiscard]] merged_logit_bias& bias() noexcept { return banning_ ? banned_bias_ : bias_; }
+  [[nodiscard]] const merged_logit_bias& bias() const noexcept { return banning_ ? banned_bias_ : bias_; }
 };
 
 }  // namespace cospec

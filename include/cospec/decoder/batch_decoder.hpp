@@ -15,10 +15,12 @@
 #include <optional>   // std::optional
 #include <span>       // std::span
 #include <string>     // std::string, std::to_string
+#include <string_view>  // std::string_view
 #include <utility>    // std::move
 #include <vector>     // std::vector
 
 #include "cospec/adapters/batched_model_adapter.hpp"
+#include "cospec/adapters/model_adapter.hpp"
 #include "cospec/combine/combiner.hpp"
 #include "cospec/decoder/batch_schedule.hpp"
 #include "cospec/decoder/generation.hpp"
@@ -41,7 +43,9 @@ struct batch_options : session_options {
   /// Most requests that may be queued at once (submitted and not yet admitted, which happens at
   /// the next step with a free sequence on every model); submit() past it throws
   /// capacity_exceeded. At least 1. Bounds the queue's memory when requests arrive faster than
-  /// they end.
+  /// they end. A request also waits here when a model's pool is exhausted by someone else (its
+  /// create_sequence() threw capacity_exceeded: another batch decoder shares the pool), until
+  /// a sequence is free.
   std::size_t max_waiting = 1024;
   /// Lets the batch decide whether its requests speculate (speculation_gate; docs/engine.md,
   /// "The batch decides whether to speculate"), for speculators that take advice
@@ -124,9 +128,16 @@ class batch_decoder {
       if (capacities_.back() == 0)
         throw invalid_configuration("batch_decoder: model " + std::to_string(k) + " offers no sequences");
     }
+    if constexpr (adapter_with_token_text<Model>) {
+      if (!options_.token_text && n > 0) {
+        Model* first = models_.front();
+        options_.token_text = [first](token_id t) -> std::string_view { return first->token_text(t); };
+      }
+    }
     // A session checks that models, combiner, speculator and options fit together.
     const session<Combiner, Speculator> probe(combiner_, speculator_, vocabularies_, options_);
     vocabulary_ = probe.vocabulary_size();
+    if constexpr (adapter_with_token_text<Model>) check_token_texts();
     validate(settings_, vocabulary_);
     if (options_.max_waiting == 0)
       throw invalid_configuration("batch_decoder: max_waiting must be >= 1 (submit() queues every request first)");
@@ -161,13 +172,42 @@ class batch_decoder {
   /// queued then. May be called from a token callback.
   request_id submit(std::span<const token_id> prompt, const sampling_settings& settings,
                     const generation_limits& limits = {}) {
+    return submit(prompt, settings, limits, std::nullopt);
+  }
+
+  /// The same with this request's own combination (per-request parameters: other ensemble
+  /// weights, another contrastive mu; with any_combiner another recipe), which must combine
+  /// model_count() models (invalid_configuration otherwise).
+  request_id submit(std::span<const token_id> prompt, const sampling_settings& settings, const generation_limits& limits,
+                    std::optional<Combiner> combiner) {
     detail::check_prompt(prompt, vocabulary_);
     validate(settings, vocabulary_);
-    if (waiting_.size() >= options_.max_waiting)
-      throw capacity_exceeded("batch_decoder: " + std::to_string(waiting_.size()) +
-                              " requests already wait for a sequence (batch_options::max_waiting)");
+    detail::check_limits(limits, vocabulary_, static_cast<bool>(options_.token_text));
+    check_combination(combiner);
+    check_room();
     const request_id id = next_id_++;
-    waiting_.push_back({id, std::vector<token_id>(prompt.begin(), prompt.end()), settings, limits, clock::now()});
+    waiting_.push_back({id, std::vector<token_id>(prompt.begin(), prompt.end()), settings, limits, clock::now(),
+                        std::move(combiner), {}, {}});
+    return id;
+  }
+
+  /// Queues a scoring request (session::start_scoring): each token of `continuation` after
+  /// `context` gets its log-probability under the combined target at temperature 1 before any
+  /// transform, and whether it is the greedy choice; its passes are shared with the generating
+  /// requests waiting on the same model. Throws as submit() does.
+  request_id submit_scoring(std::span<const token_id> context, std::span<const token_id> continuation,
+                            const scoring_options& options = {}, std::optional<Combiner> combiner = std::nullopt) {
+    detail::check_prompt(context, vocabulary_, "context");
+    detail::check_prompt(continuation, vocabulary_, "continuation");
+    if (options.top > detail::max_top_logprobs)
+      throw invalid_configuration("score: at most " + std::to_string(detail::max_top_logprobs) +
+                                  " top log-probabilities per token, got " + std::to_string(options.top));
+    check_combination(combiner);
+    check_room();
+    const request_id id = next_id_++;
+    waiting_.push_back({id, std::vector<token_id>(context.begin(), context.end()), sampling_settings{},
+                        generation_limits{}, clock::now(), std::move(combiner),
+                        std::vector<token_id>(continuation.begin(), continuation.end()), options});
     return id;
   }
 
@@ -193,7 +233,9 @@ class batch_decoder {
   /// Runs one step: admits queued requests, then one forward pass of the model the step
   /// policy chooses for every request waiting on it. Returns false when no request is left
   /// running or queued (queued requests that can never start, because sequences were lost,
-  /// end then with backend_failure). Adapter failures do not escape: the requests they touch
+  /// end then with backend_failure). Requests queued only because a pool shared with someone
+  /// else is full keep it true with nothing to run: step the pool's other users from the same
+  /// loop (run() alone would wait for them forever). Adapter failures do not escape: the requests they touch
   /// end with the error (finished_request::error) and the others go on. Throws usage_error if
   /// the step policy chooses a model nobody waits on or if called from a token callback, and
   /// passes on whatever a custom step policy throws; no request is lost then.
@@ -204,7 +246,7 @@ class batch_decoder {
     apply_cancellations();
     admit();
     compact();
-    if (active_.empty()) return false;
+    if (active_.empty()) return !waiting_.empty();
     for (auto& g : groups_) g = waiting_pass_group{};
     for (const active_request& r : active_) {
       waiting_pass_group& g = groups_[r.pass->model];
@@ -264,11 +306,42 @@ class batch_decoder {
 
   struct waiting_request {
     request_id id;
-    std::vector<token_id> prompt;
+    std::vector<token_id> prompt;  // or a scoring request's context
     sampling_settings settings;
     generation_limits limits;
     clock::time_point submitted;
+    std::optional<Combiner> combiner;   // the request's own, or the decoder's
+    std::vector<token_id> continuation;  // non-empty: a scoring request
+    scoring_options scoring;
   };
+
+  void check_combination(const std::optional<Combiner>& combiner) const {
+    if (combiner && combiner->model_count() != models_.size())
+      throw invalid_configuration("batch_decoder: the request's combiner combines " +
+                                  std::to_string(combiner->model_count()) + " models, but the decoder has " +
+                                  std::to_string(models_.size()));
+  }
+
+  void check_room() const {
+    if (waiting_.size() >= options_.max_waiting)
+      throw capacity_exceeded("batch_decoder: " + std::to_string(waiting_.size()) +
+                              " requests already wait for a sequence (batch_options::max_waiting)");
+  }
+
+  /// As decoder::check_token_texts: models that give token texts must agree on each.
+  void check_token_texts() {
+    std::string first_text;
+    for (std::size_t t = 0; t < vocabulary_; ++t) {
+      first_text.assign(std::string_view(models_[0]->token_text(static_cast<token_id>(t))));
+      for (std::size_t k = 1; k < models_.size(); ++k) {
+        const std::string_view text = models_[k]->token_text(static_cast<token_id>(t));
+        if (text != first_text)
+          throw invalid_configuration("batch_decoder: token " + std::to_string(t) + " is \"" + first_text +
+                                      "\" for model 0 but \"" + std::string(text) + "\" for model " +
+                                      std::to_string(k) + ": the models do not share a vocabulary");
+      }
+    }
+  }
 
   struct active_request {
     request_id id;
@@ -296,14 +369,14 @@ class batch_decoder {
       // The request leaves the queue only once nothing can fail before it is running or ended.
       std::optional<session<Combiner, Speculator>> decoding;
       try {
-        decoding.emplace(combiner_, speculator_, vocabularies_, options_);
+        decoding.emplace(waiting_.front().combiner ? *waiting_.front().combiner : combiner_, speculator_,
+                         vocabularies_, options_);
         active_.reserve(active_.size() + 1);
       } catch (...) {
         const waiting_request w = take_front();
         end_unstarted(w, std::current_exception());
         continue;
       }
-      const waiting_request w = take_front();
       std::vector<sequence_id> sequences;
       const auto started = clock::now();
       try {
@@ -312,23 +385,43 @@ class batch_decoder {
           sequences.push_back(models_[k]->create_sequence());
           ++alive_[k];
         }
+      } catch (const capacity_exceeded&) {
+        // The pool is shared with someone else and has no sequence free now: the request keeps
+        // its place at the head of the queue, and admission waits for a later step.
+        release(sequences);
+        statistics_.seconds_in_adapters += seconds_since(started);
+        return;
       } catch (...) {
         const std::size_t k = sequences.size();
         release(sequences);
+        const waiting_request w = take_front();
         end_unstarted(w, wrapped("model " + std::to_string(k) + ": creating a sequence"));
         continue;
       }
+      const waiting_request w = take_front();
       statistics_.seconds_in_adapters += seconds_since(started);
       active_.push_back({w.id, std::move(*decoding), std::move(sequences), w.submitted});  // reserved: no throw
       active_request& r = active_.back();
       try {
-        r.decoding.start(w.prompt, w.settings, w.limits);
+        const std::size_t limit = context_limit(r.sequences);
+        if (w.continuation.empty()) r.decoding.start(w.prompt, w.settings, w.limits, {}, limit);
+        else r.decoding.start_scoring(w.prompt, w.continuation, w.scoring, {}, limit);
       } catch (...) {
         end(r, std::current_exception());
         continue;
       }
       advance(r);
     }
+  }
+
+  /// The most tokens every model's sequence of a request can hold (a model's context may be
+  /// shared by sequences: llama.cpp gives each its own share unless the cache is unified).
+  [[nodiscard]] std::size_t context_limit(const std::vector<sequence_id>& sequences) const {
+    std::size_t limit = session<Combiner, Speculator>::no_context_limit;
+    if constexpr (batched_adapter_with_context_limit<Model>)
+      for (std::size_t k = 0; k < models_.size(); ++k)
+        limit = std::min<std::size_t>(limit, models_[k]->context_limit(sequences[k]));
+    return limit;
   }
 
   waiting_request take_front() {

@@ -12,6 +12,7 @@
 #include <exception>  // std::exception, std::throw_with_nested
 #include <span>       // std::span
 #include <string>     // std::string, std::to_string
+#include <string_view>  // std::string_view
 #include <utility>    // std::move
 #include <vector>     // std::vector
 
@@ -45,6 +46,8 @@ struct decoder_options : session_options {
 /// parallel.
 template <model_adapter Model, combiner Combiner, speculator Speculator>
 class decoder {
+  using clock = std::chrono::steady_clock;
+
  public:
   /// Throws invalid_configuration if the models, combiner, speculator and settings do not
   /// fit together (model count, vocabulary sizes, weights, gammas, sampling settings).
@@ -52,10 +55,11 @@ class decoder {
   decoder(std::vector<Model*> models, Combiner combiner, Speculator speculator, sampling_settings settings = {},
           decoder_options options = {})
       : models_(std::move(models)),
-        session_(std::move(combiner), std::move(speculator), vocabulary_sizes(models_), options),
+        session_(std::move(combiner), std::move(speculator), vocabulary_sizes(models_), with_token_text(models_, options)),
         settings_(std::move(settings)),
         changed_models_(options.changed_models) {
     validate(settings_, session_.vocabulary_size());
+    if constexpr (adapter_with_token_text<Model>) check_token_texts(models_, session_.vocabulary_size());
     const std::size_t n = models_.size();
     held_.assign(n, 0);
     left_.resize(n);
@@ -102,7 +106,33 @@ class decoder {
     std::vector<std::size_t> resynchronised = check_models();
     const std::size_t shared = shared_prefix(prompt);
     for (std::size_t k = 0; k < models_.size(); ++k) cached_[k] = std::min(held_[k], shared);
-    session_.start(prompt, settings, limits, cached_);
+    session_.start(prompt, settings, limits, cached_, context_limit());
+    return drive(started, std::move(resynchronised));
+  }
+
+  /// Scores `continuation` after `context` (session::start_scoring): each continuation token's
+  /// log-probability under the combined target at temperature 1 before any transform, and
+  /// whether it is that target's greedy choice, in the result's logprobs and greedy. The models
+  /// keep the longest prefix of the previous call's text that the context shares, and hold
+  /// context and continuation afterwards. Errors as generate().
+  generation_result score(std::span<const token_id> context, std::span<const token_id> continuation,
+                          const scoring_options& options = {}) {
+    const auto started = clock::now();
+    std::vector<std::size_t> resynchronised = check_models();
+    const std::size_t shared = shared_prefix(context);
+    for (std::size_t k = 0; k < models_.size(); ++k) cached_[k] = std::min(held_[k], shared);
+    session_.start_scoring(context, continuation, options, cached_, context_limit());
+    return drive(started, std::move(resynchronised));
+  }
+
+  /// The combination for the next calls (per-call combiner parameters: other ensemble weights,
+  /// another contrastive mu; with any_combiner another recipe). Throws invalid_configuration if
+  /// it combines another number of models.
+  void set_combination(Combiner combiner) { session_.set_combination(std::move(combiner)); }
+
+ private:
+  /// Runs the started request to its end over the adapters.
+  generation_result drive(clock::time_point started, std::vector<std::size_t> resynchronised) {
     double tidy_seconds = 0.0;
     try {
       while (const model_pass* pass = session_.next_pass()) run(*pass);
@@ -120,9 +150,45 @@ class decoder {
   }
 
  private:
-  using clock = std::chrono::steady_clock;
   static double seconds_since(clock::time_point start) {
     return std::chrono::duration<double>(clock::now() - start).count();
+  }
+
+  /// The most tokens every model can hold (adapter_with_context_limit), or no limit.
+  [[nodiscard]] std::size_t context_limit() const {
+    std::size_t limit = session<Combiner, Speculator>::no_context_limit;
+    if constexpr (adapter_with_context_limit<Model>)
+      for (const Model* model : models_) limit = std::min<std::size_t>(limit, model->context_limit());
+    return limit;
+  }
+
+  /// The session's options, with token texts from the first model when its adapter gives them
+  /// and the caller gave none.
+  static decoder_options with_token_text(const std::vector<Model*>& models, decoder_options options) {
+    if constexpr (adapter_with_token_text<Model>) {
+      if (!options.token_text && !models.empty() && models.front() != nullptr) {
+        Model* first = models.front();
+        options.token_text = [first](token_id t) -> std::string_view { return first->token_text(t); };
+      }
+    }
+    return options;
+  }
+
+  /// Models that give token texts must agree on every token's text: a vocabulary that only
+  /// has the right size (5000 against 4900 padded) would decode silently over other tokens.
+  /// (llama.cpp's speculative example compares texts the same way.)
+  static void check_token_texts(const std::vector<Model*>& models, std::size_t vocabulary) {
+    std::string first_text;
+    for (std::size_t t = 0; t < vocabulary; ++t) {
+      first_text.assign(std::string_view(models[0]->token_text(static_cast<token_id>(t))));
+      for (std::size_t k = 1; k < models.size(); ++k) {
+        const std::string_view text = models[k]->token_text(static_cast<token_id>(t));
+        if (text != first_text)
+          throw invalid_configuration("decoder: token " + std::to_string(t) + " is \"" + first_text +
+                                      "\" for model 0 but \"" + std::string(text) + "\" for model " +
+                                      std::to_string(k) + ": the models do not share a vocabulary");
+      }
+    }
   }
 
   static std::vector<std::size_t> vocabulary_sizes(const std::vector<Model*>& models) {

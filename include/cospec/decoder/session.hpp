@@ -14,6 +14,7 @@
 #include <optional>   // std::optional
 #include <span>       // std::span
 #include <string>     // std::string, std::to_string
+#include <string_view>  // std::string_view
 #include <utility>    // std::move
 #include <vector>     // std::vector
 
@@ -21,6 +22,7 @@
 #include "cospec/combine/combiner.hpp"
 #include "cospec/combine/target.hpp"
 #include "cospec/decoder/generation.hpp"
+#include "cospec/decoder/output_text.hpp"
 #include "cospec/errors.hpp"
 #include "cospec/kernels/reduce.hpp"
 #include "cospec/kernels/sample.hpp"
@@ -48,12 +50,42 @@ struct cache_line_allocator {
 using row_storage = std::vector<float, cache_line_allocator<float>>;
 
 /// Throws invalid_configuration unless `prompt` is non-empty with every id below `vocabulary`.
-inline void check_prompt(std::span<const token_id> prompt, std::size_t vocabulary) {
-  if (prompt.empty()) throw invalid_configuration("generate: the prompt is empty; models need at least one token");
+inline void check_prompt(std::span<const token_id> prompt, std::size_t vocabulary, const char* what = "prompt") {
+  if (prompt.empty())
+    throw invalid_configuration(std::string("generate: the ") + what + " is empty; models need at least one token");
   for (std::size_t i = 0; i < prompt.size(); ++i)
     if (prompt[i] < 0 || static_cast<std::size_t>(prompt[i]) >= vocabulary)
-      throw invalid_configuration("generate: prompt token " + std::to_string(i) + " is " + std::to_string(prompt[i]) +
+      throw invalid_configuration(std::string("generate: ") + what + " token " + std::to_string(i) + " is " +
+                                  std::to_string(prompt[i]) + ", outside the vocabulary of " + std::to_string(vocabulary));
+}
+
+/// Log-probability reports: at most this many alternatives per token (OpenAI's bound).
+inline constexpr std::size_t max_top_logprobs = 20;
+
+/// Throws invalid_configuration for limits that can never work with this vocabulary: stop
+/// tokens outside it, empty stop sequences or strings, stop strings without token texts, more
+/// than max_top_logprobs alternatives.
+inline void check_limits(const generation_limits& limits, std::size_t vocabulary, bool has_token_text) {
+  for (std::size_t i = 0; i < limits.stop_tokens.size(); ++i) {
+    const token_id t = limits.stop_tokens[i];
+    if (t < 0 || static_cast<std::size_t>(t) >= vocabulary)
+      throw invalid_configuration("generate: stop token " + std::to_string(i) + " is " + std::to_string(t) +
                                   ", outside the vocabulary of " + std::to_string(vocabulary));
+  }
+  for (const auto& sequence : limits.stop_sequences)
+    for (token_id t : sequence)
+      if (t < 0 || static_cast<std::size_t>(t) >= vocabulary)
+        throw invalid_configuration("generate: a stop sequence holds token " + std::to_string(t) +
+                                    ", outside the vocabulary of " + std::to_string(vocabulary));
+  for (const auto& stop : limits.stop_strings)
+    if (stop.empty()) throw invalid_configuration("generate: a stop string is empty (it would match everywhere)");
+  if (!limits.stop_strings.empty() && !has_token_text)
+    throw invalid_configuration("generate: stop strings need token texts, and none were given (session_options::"
+                                "token_text, or adapters with token_text(); docs/engine.md, \"Text, stop strings and "
+                                "streaming\")");
+  if (limits.logprobs.top > max_top_logprobs)
+    throw invalid_configuration("generate: at most " + std::to_string(max_top_logprobs) +
+                                " top log-probabilities per token, got " + std::to_string(limits.logprobs.top));
 }
 }  // namespace detail
 
@@ -71,6 +103,27 @@ struct session_options {
   /// past it gets a usage_error. The provided policies never come near it (a chain is at most
   /// the sum of the models' proposal lengths).
   std::size_t max_pending = 64;
+  /// Each token's text, for stop strings, generation_result::text and the streamed pieces of
+  /// token_event (empty: none; a decoder fills it from adapters with token_text()).
+  token_text_source token_text;
+  /// Fills every logit row with NaN before handing it to the caller, and checks at
+  /// pass_done() that the pass wrote every row: an unwritten row is a usage_error naming the
+  /// model and the pass, not silently wrong tokens. A pass over the rows per pass; on in debug
+  /// builds (NDEBUG not defined), opt-in in release builds.
+#ifdef NDEBUG
+  bool checked_rows = false;
+#else
+  bool checked_rows = true;
+#endif
+};
+
+/// What the caller reports of a pass it carried out (session::pass_done): the model's context
+/// length afterwards, which must be the pass's keep plus its tokens (a driver that fed the
+/// wrong text, or ignored `keep`, is told so), and the wall time it took (optional; for the
+/// statistics and for speculators that learn pass costs).
+struct pass_report {
+  std::size_t context_length = 0;
+  double adapter_seconds = 0.0;
 };
 
 /// What the caller must do next for a session: one forward pass of one model.
@@ -103,10 +156,16 @@ struct model_pass {
 ///     generation_result result = session.take_result();
 ///     // then truncate each model k whose context is longer than session.held(k)
 ///
-/// Calls out of this order are a usage_error. After any exception thrown by the session, or
-/// after pass_failed(), the request has ended: nothing pending remains, and `held(k)` says
-/// what each model may keep. The session is movable (its state lives on the heap, so the
-/// spans it handed out stay valid across a move) and serves one thread at a time.
+/// A call out of this order (start() or take_result() while a request runs, next_pass() with a
+/// pass outstanding or before the first start(), pass_done() or pass_failed() with no pass
+/// outstanding, take_result() with no result to take) is refused with a usage_error and
+/// changes nothing: a running request goes on as if the call had not been made. (A driver's
+/// slip should not cost a request the tokens it has, and the caller can still cancel() it.)
+/// Any other exception the session throws (invalid_logits, a speculator's impossible choice,
+/// a pass_done() report that contradicts the pass), and pass_failed(), end the request:
+/// nothing pending remains, and `held(k)` says what each model may keep. The session is
+/// movable (its state lives on the heap, so the spans it handed out stay valid across a move)
+/// and serves one thread at a time.
 template <combiner Combiner, speculator Speculator>
 class session {
  public:
@@ -134,12 +193,39 @@ class session {
   /// Starts a request: `prompt` (non-empty, ids < vocabulary_size()), its sampling settings
   /// and limits (both copied), and `cached[k]`, how many leading prompt tokens model k already
   /// holds in its context (empty: none). A model keeps at most prompt.size() - 1 of them: the
-  /// first pass of every model must compute logits at the prompt's end. Throws
-  /// invalid_configuration for a bad prompt or settings, usage_error while a request runs.
+  /// first pass of every model must compute logits at the prompt's end. `context_limit` is the
+  /// most tokens any model can hold: the request ends with finish_reason::context_limit, its
+  /// text kept, when the next token would need more (proposals never go past it). Throws
+  /// invalid_configuration for a bad prompt, settings or limits, context_overflow for a
+  /// prompt longer than `context_limit`, usage_error while a request runs.
   void start(std::span<const token_id> prompt, const sampling_settings& settings, const generation_limits& limits = {},
-             std::span<const std::size_t> cached = {}) {
-    state_->start(prompt, settings, limits, cached);
+             std::span<const std::size_t> cached = {}, std::size_t context_limit = no_context_limit) {
+    state_->start(prompt, settings, limits, cached, context_limit);
   }
+
+  /// Starts a scoring request: the log-probability of each token of `continuation` after
+  /// `context` (both non-empty, ids < vocabulary_size()) under the combined target at
+  /// temperature 1 before any transform (logprob_basis::model), with whether it is that
+  /// target's greedy choice, in generation_result::logprobs and greedy (tokens: the
+  /// continuation; reason: finish_reason::scored). Every model feeds what it does not hold of
+  /// context and continuation, in passes of at most max_pending + 1 scored positions (one pass
+  /// per model for continuations up to that length). Driven like a generation request; the
+  /// models then hold context and continuation. Throws as start() does (context_overflow when
+  /// context and continuation together exceed `context_limit`).
+  void start_scoring(std::span<const token_id> context, std::span<const token_id> continuation,
+                     const scoring_options& options = {}, std::span<const std::size_t> cached = {},
+                     std::size_t context_limit = no_context_limit) {
+    state_->start_scoring(context, continuation, options, cached, context_limit);
+  }
+
+  /// No limit on the models' contexts (start()'s default).
+  static constexpr std::size_t no_context_limit = static_cast<std::size_t>(-1);
+
+  /// Replaces the combination for the next requests (per-request combiner parameters: another
+  /// ensemble's weights, another contrastive mu, or with any_combiner another recipe). Throws
+  /// invalid_configuration if it combines another number of models, usage_error while a
+  /// request runs.
+  void set_combination(Combiner combiner) { state_->set_combination(std::move(combiner)); }
 
   /// The next forward pass the caller must run, or nullptr once the request has finished.
   /// Everything the algorithm can do without a pass (verification, direct samples, commits,
@@ -148,9 +234,14 @@ class session {
   /// out of order; the request has then ended.
   [[nodiscard]] const model_pass* next_pass() { return state_->next_pass(); }
 
-  /// The pass returned by next_pass() was carried out; `adapter_seconds` (optional) is the
-  /// time it took, for the statistics and for speculators that learn pass costs.
-  void pass_done(double adapter_seconds = 0.0) { state_->pass_done(adapter_seconds); }
+  /// The pass returned by next_pass() was carried out, with what the caller saw (pass_report):
+  /// a context length other than the pass's keep plus its tokens is a usage_error naming the
+  /// model that ends the request (its model holds something the session did not ask for).
+  void pass_done(const pass_report& report) { state_->pass_done(report.adapter_seconds, report.context_length); }
+
+  /// The same without the length check, for drivers that cannot read a context length;
+  /// `adapter_seconds` (optional) is the time the pass took.
+  void pass_done(double adapter_seconds = 0.0) { state_->pass_done(adapter_seconds, std::nullopt); }
 
   /// The pass failed (the adapter threw, or the caller could not run it). The request ends:
   /// the failed model may hold anything past `keep` and must be truncated to held(k).
@@ -179,9 +270,14 @@ class session {
   /// ones and the statistics count the work done.
   [[nodiscard]] const generation_result& result() const noexcept { return state_->result_; }
 
-  /// The finished request's result, moved out. usage_error while a request runs.
+  /// The finished request's result, moved out. usage_error while a request runs, before the
+  /// first request, or when the last request's result was already taken.
   [[nodiscard]] generation_result take_result() {
     if (running()) throw usage_error("session: take_result() while a request is running");
+    if (!state_->result_ready_)
+      throw usage_error(state_->started_ ? "session: take_result() twice for one request"
+                                         : "session: take_result() before any request was started");
+    state_->result_ready_ = false;
     return std::move(state_->result_);
   }
 
@@ -212,36 +308,39 @@ class session {
           target_(combiner_, settings_),
           vocabularies_(std::move(vocabulary_sizes)) {
       const std::size_t n = vocabularies_.size();
-      if (n == 0) throw invalid_configuration("decoder: needs at least one model");
+      if (n == 0) throw invalid_configuration("session: needs at least one model");
       if (combiner_.model_count() != n)
-        throw invalid_configuration("decoder: the combiner combines " + std::to_string(combiner_.model_count()) +
+        throw invalid_configuration("session: the combiner combines " + std::to_string(combiner_.model_count()) +
                                     " models, but " + std::to_string(n) + " were given");
       speculator_.check(n);
       std::size_t smallest = 0, largest = 0;
       for (std::size_t k = 0; k < n; ++k) {
         if (vocabularies_[k] == 0)
-          throw invalid_configuration("decoder: model " + std::to_string(k) + " has an empty vocabulary");
-        smallest = k == 0 ? vocabularies_[k] : std::min(smallest, vocabularies_[k]);
-        largest = std::max(largest, vocabularies_[k]);
+          throw invalid_configuration("session: model " + std::to_string(k) + " has an empty vocabulary");
+        if (vocabularies_[k] < vocabularies_[smallest]) smallest = k;
+        if (vocabularies_[k] > vocabularies_[largest]) largest = k;
       }
-      if (largest - smallest > options_.vocabulary_padding)
-        throw invalid_configuration("decoder: vocabulary sizes " + std::to_string(smallest) + " and " +
-                                    std::to_string(largest) + " differ by more than the allowed padding of " +
-                                    std::to_string(options_.vocabulary_padding));
-      vocabulary_ = smallest;
+      if (vocabularies_[largest] - vocabularies_[smallest] > options_.vocabulary_padding)
+        throw invalid_configuration(
+            "session: model " + std::to_string(smallest) + " has a vocabulary of " +
+            std::to_string(vocabularies_[smallest]) + " tokens and model " + std::to_string(largest) + " one of " +
+            std::to_string(vocabularies_[largest]) + ", which differ by more than session_options::vocabulary_padding (" +
+            std::to_string(options_.vocabulary_padding) +
+            "): models of one decoder must share a vocabulary (sizes may differ by padding only)");
+      vocabulary_ = vocabularies_[smallest];
       if (!options_.pass_costs.empty() && options_.pass_costs.size() != n)
-        throw invalid_configuration("decoder: " + std::to_string(options_.pass_costs.size()) + " pass costs for " +
+        throw invalid_configuration("session: " + std::to_string(options_.pass_costs.size()) + " pass costs for " +
                                     std::to_string(n) + " models");
       for (std::size_t k = 0; k < options_.pass_costs.size(); ++k) {
         const pass_cost& cost = options_.pass_costs[k];
         if (!(std::isfinite(cost.per_pass) && cost.per_pass >= 0.0 && std::isfinite(cost.per_token) &&
               cost.per_token >= 0.0))
-          throw invalid_configuration("decoder: pass cost of model " + std::to_string(k) +
+          throw invalid_configuration("session: pass cost of model " + std::to_string(k) +
                                       " must be finite and >= 0, got " + detail::number_text(cost.per_pass) +
                                       " per pass and " + detail::number_text(cost.per_token) + " per token");
       }
       if (options_.max_pending == 0)
-        throw invalid_configuration("decoder: max_pending must be >= 1 (a proposal must be able to wait for its verifier)");
+        throw invalid_configuration("session: max_pending must be >= 1 (a proposal must be able to wait for its verifier)");
       fed_.assign(n, 0);
       rows_view_.resize(n);
       known_.resize(n);
@@ -263,7 +362,7 @@ class session {
     // ---- requests -----------------------------------------------------------------------
 
     void start(std::span<const token_id> prompt, const sampling_settings& settings, const generation_limits& limits,
-               std::span<const std::size_t> cached) {
+               std::span<const std::size_t> cached, std::size_t context_limit) {
       if (phase_ != phase::idle)
         throw usage_error("session: start() while a request is running (finish it, or cancel() it first)");
       const std::size_t n = vocabularies_.size();
@@ -272,35 +371,115 @@ class session {
                           " models");
       detail::check_prompt(prompt, vocabulary_);
       validate(settings, vocabulary_);
+      detail::check_limits(limits, vocabulary_, static_cast<bool>(options_.token_text));
+      check_fits(prompt.size(), context_limit, "the prompt");
       settings_ = settings;
       target_.settings_changed();
       limits_ = limits;
+      begin_request(prompt, cached, prompt.size() - 1, context_limit);
+      // min_tokens: the stop tokens are banned from the target until then.
+      banning_stops_ = limits_.min_tokens > 0 && !limits_.stop_tokens.empty();
+      if (banning_stops_) target_.set_bannable(limits_.stop_tokens);
+      mixture_ = false;
+      if constexpr (mixture_speculator<Speculator> && combiner_with_mixture_weights<Combiner>) {
+        // Mixture sampling needs the target to be the mixture itself, and no report that would
+        // need the rows of models that were not drawn.
+        if (speculator_.wants_mixture() && !settings_.greedy() && target_.untransformed() && !banning_stops_ &&
+            !limits_.logprobs.enabled)
+          start_draws(combiner_.mixture_weights(), limits_.seed.value_or(settings_.seed));
+      }
+      result_.statistics.mixture = mixture_;
+      if (limits_.max_new_tokens == 0) stop_ = finish_reason::max_new_tokens;
+      phase_ = phase::deciding;
+    }
+
+    void start_scoring(std::span<const token_id> context, std::span<const token_id> continuation,
+                       const scoring_options& options, std::span<const std::size_t> cached,
+                       std::size_t context_limit) {
+      if (phase_ != phase::idle)
+        throw usage_error("session: start_scoring() while a request is running (finish it, or cancel() it first)");
+      const std::size_t n = vocabularies_.size();
+      if (!cached.empty() && cached.size() != n)
+        throw usage_error("session: " + std::to_string(cached.size()) + " cached lengths for " + std::to_string(n) +
+                          " models");
+      detail::check_prompt(context, vocabulary_, "context");
+      detail::check_prompt(continuation, vocabulary_, "continuation");
+      if (options.top > detail::max_top_logprobs)
+        throw invalid_configuration("score: at most " + std::to_string(detail::max_top_logprobs) +
+                                    " top log-probabilities per token, got " + std::to_string(options.top));
+      check_fits(context.size() + continuation.size(), context_limit, "the context and the continuation");
+      settings_ = sampling_settings{};
+      target_.settings_changed();
+      limits_ = generation_limits{};
+      limits_.max_new_tokens = continuation.size();
+      limits_.logprobs = {true, options.top, logprob_basis::model};
+      limits_.on_token = options.on_token;
+      continuation_.assign(continuation.begin(), continuation.end());
+      begin_request(context, cached, context.size() - 1, context_limit);
+      scoring_ = true;
+      banning_stops_ = false;
+      mixture_ = false;
+      phase_ = phase::deciding;
+    }
+
+    /// What start() and start_scoring() share: the text, the statistics and the output reset
+    /// for a request whose prompt (or context) is `prompt`.
+    void begin_request(std::span<const token_id> prompt, std::span<const std::size_t> cached, std::size_t cache_bound,
+                       std::size_t context_limit) {
+      const std::size_t n = vocabularies_.size();
       result_ = generation_result{};
       // Reserved up front so that committing a token never allocates (bounded for huge limits).
-      result_.tokens.reserve(std::min<std::size_t>(limits_.max_new_tokens, std::size_t{1} << 16));
+      const std::size_t expected = std::min<std::size_t>(limits_.max_new_tokens, std::size_t{1} << 16);
+      result_.tokens.reserve(expected);
+      if (limits_.logprobs.enabled) {
+        result_.logprobs.reserve(expected);
+        result_.greedy.reserve(expected);
+        result_.top_count = limits_.logprobs.top;
+        result_.top.reserve(expected * limits_.logprobs.top);
+        if (logprob_row_.size() < vocabulary_) logprob_row_.resize(vocabulary_);
+        top_scratch_.resize(limits_.logprobs.top);
+      }
       result_.statistics.models.assign(n, model_statistics{});
       result_.statistics.proposers.assign(n, proposer_statistics{});
       stop_.reset();
       invocation_.reset();
       random_.reseed(limits_.seed.value_or(settings_.seed));
       if constexpr (resettable_speculator<Speculator>) speculator_.reset();
-      mixture_ = false;
-      if constexpr (mixture_speculator<Speculator> && combiner_with_mixture_weights<Combiner>) {
-        if (speculator_.wants_mixture() && !settings_.greedy() && target_.untransformed())
-          start_draws(combiner_.mixture_weights(), limits_.seed.value_or(settings_.seed));
-      }
-      result_.statistics.mixture = mixture_;
       text_.assign(prompt.begin(), prompt.end());
+      prompt_size_ = prompt.size();
       committed_ = prompt.size();
+      context_limit_ = context_limit;
+      scoring_ = false;
+      scored_count_ = 0;
+      output_text_.start(&limits_.stop_strings);
       reset_slots();
       if (!settings_.greedy() && proposals_.size() < capacity_ * vocabulary_) proposals_.resize(capacity_ * vocabulary_);
-      for (std::size_t k = 0; k < n; ++k) fed_[k] = cached.empty() ? 0 : std::min(cached[k], prompt.size() - 1);
-      if (limits_.max_new_tokens == 0) stop_ = finish_reason::max_new_tokens;
-      phase_ = phase::deciding;
+      for (std::size_t k = 0; k < n; ++k) fed_[k] = cached.empty() ? 0 : std::min(cached[k], cache_bound);
+      started_ = true;
+      result_ready_ = false;
+    }
+
+    /// context_overflow unless `tokens` fit in `limit`.
+    static void check_fits(std::size_t tokens, std::size_t limit, const char* what) {
+      if (tokens > limit)
+        throw context_overflow("session: " + std::string(what) + " holds " + std::to_string(tokens) +
+                               " tokens, more than the models' context limit of " + std::to_string(limit));
+    }
+
+    void set_combination(Combiner combiner) {
+      if (phase_ != phase::idle) throw usage_error("session: set_combination() while a request is running");
+      if (combiner.model_count() != vocabularies_.size())
+        throw invalid_configuration("session: the combiner combines " + std::to_string(combiner.model_count()) +
+                                    " models, but the session has " + std::to_string(vocabularies_.size()));
+      combiner_ = std::move(combiner);
+      target_.settings_changed();
     }
 
     const model_pass* next_pass() {
-      if (phase_ == phase::idle) return nullptr;
+      if (phase_ == phase::idle) {
+        if (!started_) throw usage_error("session: next_pass() before start()");
+        return nullptr;
+      }
       if (phase_ == phase::awaiting_pass)
         throw usage_error("session: next_pass() before the last pass was reported (pass_done or pass_failed)");
       try {
@@ -316,19 +495,46 @@ class session {
       return nullptr;
     }
 
-    void pass_done(double seconds) {
+    void pass_done(double seconds, std::optional<std::size_t> context_length) {
       if (phase_ != phase::awaiting_pass) throw usage_error("session: pass_done() without a pass to report");
       const std::size_t k = pass_.model;
       const std::size_t end = pass_.keep + pass_.tokens.size();
+      if (context_length && *context_length != end) {
+        fed_[k] = std::min(pass_.keep, *context_length);
+        end_after_error();
+        throw usage_error("session: model " + std::to_string(k) + " holds " + std::to_string(*context_length) +
+                          " tokens after its pass, where the pass asked for " + std::to_string(pass_.keep) +
+                          " kept and " + std::to_string(pass_.tokens.size()) + " fed (" + std::to_string(end) +
+                          "): truncate it to model_pass::keep first and feed exactly model_pass::tokens; the request "
+                          "has ended, and the model must be truncated to held(" + std::to_string(k) + ")");
+      }
+      if (options_.checked_rows) check_rows_written();
       auto& stats = result_.statistics.models[k];
       stats.adapter_seconds += seconds;
       ++stats.forward_passes;
       stats.tokens_fed += pass_.tokens.size();
       stats.logit_rows += pass_.rows.size();
-      for (std::size_t i = 0; i < pass_.rows.size(); ++i) scored_[(pass_first_slot_ + i) * vocabularies_.size() + k] = 1;
+      for (std::size_t i = 0; i < pass_.rows.size(); ++i) scored_flags_[(pass_first_slot_ + i) * vocabularies_.size() + k] = 1;
       fed_[k] = end;
       if constexpr (timing_speculator<Speculator>) speculator_.observe_pass(k, pass_.tokens.size(), seconds);
       phase_ = phase::deciding;
+    }
+
+    /// checked_rows: every row of the pass must have been written over the NaN it was handed
+    /// out with (no valid logit row holds a NaN).
+    void check_rows_written() {
+      for (std::size_t i = 0; i < pass_.rows.size(); ++i) {
+        if (!std::isnan(kernels::max_argmax(pass_.rows[i]).value)) continue;
+        const std::size_t k = pass_.model;
+        const std::size_t rows = pass_.rows.size();
+        fed_[k] = pass_.keep;
+        end_after_error();
+        throw usage_error("session: model " + std::to_string(k) + "'s pass feeding " +
+                          std::to_string(pass_.tokens.size()) + " tokens at position " + std::to_string(pass_.keep) +
+                          " left logit row " + std::to_string(i) + " of " + std::to_string(rows) +
+                          " unwritten (still NaN; session_options::checked_rows): rows[i] must hold the logits after "
+                          "the (tokens.size() - rows.size() + i)-th fed token; the request has ended");
+      }
     }
 
     void pass_failed() {
@@ -351,7 +557,7 @@ class session {
     [[nodiscard]] std::size_t pending_count() const noexcept { return pending_.size(); }
     [[nodiscard]] std::size_t ring(std::size_t slot) const noexcept { return (head_ + slot) % capacity_; }
     [[nodiscard]] bool scored(std::size_t model, std::size_t slot) const noexcept {
-      return scored_[slot * vocabularies_.size() + model] != 0;
+      return scored_flags_[slot * vocabularies_.size() + model] != 0;
     }
     [[nodiscard]] bool scored_by_all(std::size_t slot) const noexcept {
       for (std::size_t k = 0; k < vocabularies_.size(); ++k)
@@ -371,8 +577,8 @@ class session {
     /// A greedy proposal's largest logit (its argmax's), or NaN (a processed proposal).
     [[nodiscard]] float& proposal_max(std::size_t slot) noexcept { return proposal_maxima_[ring(slot)]; }
     [[nodiscard]] schedule_view view() const noexcept {
-      if (mixture_) return schedule_view(vocabularies_.size(), pending_count(), scored_, proposers_, draws_, draws_head_);
-      return schedule_view(vocabularies_.size(), pending_count(), scored_, proposers_);
+      if (mixture_) return schedule_view(vocabularies_.size(), pending_count(), scored_flags_, proposers_, draws_, draws_head_);
+      return schedule_view(vocabularies_.size(), pending_count(), scored_flags_, proposers_);
     }
 
     // ---- mixture sampling (docs/algorithm.md, "Mixture sampling") ----------------------
@@ -530,7 +736,7 @@ class session {
     void reset_slots() {
       pending_.clear();
       proposers_.clear();
-      scored_.assign(vocabularies_.size(), 0);
+      scored_flags_.assign(vocabularies_.size(), 0);
       head_ = 0;
     }
 
@@ -545,8 +751,17 @@ class session {
       drop_pending();
       invocation_.reset();
       result_.reason = stop_.value_or(finish_reason::cancelled);
-      sum_statistics();
+      seal_result();
       phase_ = phase::idle;
+    }
+
+    /// The result's totals and text, once the request has ended.
+    void seal_result() {
+      sum_statistics();
+      result_.text = output_text_.text();
+      result_ready_ = true;
+      scoring_ = false;
+      if (banning_stops_) target_.ban_tokens(false);
     }
 
     /// The per-call totals of the statistics, from the per-model ones.
@@ -569,7 +784,11 @@ class session {
     void end_after_error() noexcept {
       drop_pending();
       invocation_.reset();
-      sum_statistics();
+      try {
+        seal_result();
+      } catch (...) {  // copying the text: the request has ended whatever happens
+        result_ready_ = true;
+      }
       phase_ = phase::idle;
     }
 
@@ -578,15 +797,19 @@ class session {
     /// Runs the algorithm up to the next forward pass it needs (true, pass_ set) or to the end
     /// of the request (false).
     bool decide() {
+      if (scoring_) return decide_scoring();
       while (true) {
         settle();
         if (stop_) return false;
         if (!invocation_) {
-          const invocation next = speculator_.next(view());
-          const std::size_t k = next.model;
-          if (k >= vocabularies_.size())
-            throw usage_error("speculator chose model " + std::to_string(k) + " of " +
+          invocation next = speculator_.next(view());
+          if (next.model >= vocabularies_.size())
+            throw usage_error("speculator chose model " + std::to_string(next.model) + " of " +
                               std::to_string(vocabularies_.size()));
+          // At the context limit no proposal fits: a model with nothing to feed could only
+          // propose, so the model the oldest slot waits for runs instead.
+          if (text_.size() >= context_limit_ && fed_[next.model] >= text_.size()) next = {first_waiting_model(), 0};
+          const std::size_t k = next.model;
           auto& stats = result_.statistics;
           ++stats.invocations;
           ++stats.models[k].invocations;
@@ -599,7 +822,8 @@ class session {
         }
         current_invocation& inv = *invocation_;
         const std::size_t k = inv.model;
-        if (inv.proposed < inv.proposals && !inv.stopped_early && result_.statistics.rejections == inv.rejections) {
+        if (inv.proposed < inv.proposals && !inv.stopped_early && result_.statistics.rejections == inv.rejections &&
+            text_.size() < context_limit_) {
           // Checked before the pass that would score the frontier: a proposal past the bound
           // is refused without feeding anything for it.
           if (pending_count() >= options_.max_pending)
@@ -632,7 +856,10 @@ class session {
       pass_first_slot_ = first - committed_;
       const std::size_t rows = end - first + 1;
       grow(pending_count() + 1);
-      for (std::size_t i = 0; i < rows; ++i) feed_rows_[i] = logits_row(k, pass_first_slot_ + i);
+      for (std::size_t i = 0; i < rows; ++i) {
+        feed_rows_[i] = logits_row(k, pass_first_slot_ + i);
+        if (options_.checked_rows) std::fill(feed_rows_[i].begin(), feed_rows_[i].end(), std::numeric_limits<float>::quiet_NaN());
+      }
       pass_ = model_pass{k, before, std::span<const token_id>(text_.data() + before, end - before),
                          logit_outputs(feed_rows_.data(), rows)};
     }
@@ -688,7 +915,7 @@ class session {
       pending_.push_back({token, k, inv.proposed});
       proposers_.push_back(k);
       text_.push_back(token);
-      scored_.resize(scored_.size() + vocabularies_.size(), 0);  // the new frontier
+      scored_flags_.resize(scored_flags_.size() + vocabularies_.size(), 0);  // the new frontier
       ++inv.proposed;
       if constexpr (asks_confidence) {
         if (wants && !speculator_.continue_proposing(proposal_confidence{k, inv.proposed - 1, probability, best_probability}))
@@ -702,13 +929,14 @@ class session {
     /// takes the sum, so the normalising pass over the row is saved.
     float proposal_distribution(std::size_t k, std::span<const float> logits, std::span<float> q) {
       if constexpr (combiner_with_point_target<Combiner>) {
-        const kernels::exp_row_stats stats = kernels::unnormalized_softmax(logits, q, 1.0f / settings_.temperature);
-        if (!stats.valid()) throw_invalid_row(k, logits);
-        return stats.sum;
-      } else {
-        combiner_.proposal_distribution(k, logits, settings_.temperature, q);
-        return 1.0f;
+        if (has_point_target(combiner_)) {
+          const kernels::exp_row_stats stats = kernels::unnormalized_softmax(logits, q, 1.0f / settings_.temperature);
+          if (!stats.valid()) throw_invalid_row(k, logits);
+          return stats.sum;
+        }
       }
+      combiner_.proposal_distribution(k, logits, settings_.temperature, q);
+      return 1.0f;
     }
 
     /// Verifies every pending token that all models have scored, oldest first, and samples
@@ -720,10 +948,13 @@ class session {
           continue;
         }
         if (!scored_by_all(0)) return;
+        // Slot 0 is output token committed_ - prompt_size_: min_tokens bans the stop tokens there.
+        if (banning_stops_) target_.ban_tokens(committed_ - prompt_size_ < limits_.min_tokens);
         for (std::size_t k = 0; k < vocabularies_.size(); ++k) rows_view_[k] = logits_row(k, 0).first(vocabulary_);
         const std::span<const token_id> prefix(text_.data(), committed_);
         if (pending_count() == 0) {
           const token_id token = target_token(prefix);
+          note_logprob(token);
           ++result_.statistics.direct_samples;
           text_.push_back(token);
           advance();
@@ -742,6 +973,7 @@ class session {
           outcome = verify_sampled(proposal, prefix);
         }
         record(proposal, outcome.accepted);
+        note_logprob(outcome.token);
         if (outcome.accepted) {
           pending_.erase(pending_.begin());
           proposers_.erase(proposers_.begin());
@@ -830,8 +1062,8 @@ class session {
       ++committed_;
       if (mixture_) next_draw();
       head_ = ring(1);
-      scored_.erase(scored_.begin(), scored_.begin() + static_cast<std::ptrdiff_t>(vocabularies_.size()));
-      if (scored_.empty()) scored_.assign(vocabularies_.size(), 0);
+      scored_flags_.erase(scored_flags_.begin(), scored_flags_.begin() + static_cast<std::ptrdiff_t>(vocabularies_.size()));
+      if (scored_flags_.empty()) scored_flags_.assign(vocabularies_.size(), 0);
     }
 
     /// The first pending token was rejected: drop every proposal and commit the replacement.
@@ -848,19 +1080,157 @@ class session {
       emit(replacement);
     }
 
-    /// A token was committed: output, callback and stop conditions.
+    /// A token was committed: output, text, log-probability, stop conditions and the callback.
+    /// Stop conditions are known before the callback, so that the event of the last token
+    /// releases all the text that was held back.
     void emit(token_id token) {
+      const std::size_t index = result_.statistics.tokens++;
+      const std::size_t generated = index + 1;
+      // Before min_tokens nothing stops generation (the stop tokens are banned there).
+      const bool stops_count = !scoring_ && index >= limits_.min_tokens;
+      std::optional<finish_reason> matched;
+      bool excluded = false;
+      if (stops_count)
+        for (token_id stop : limits_.stop_tokens)
+          if (token == stop) {
+            matched = finish_reason::stop_token;
+            excluded = !limits_.include_stop_token;
+          }
       auto& output = result_.tokens;
-      output.push_back(token);
-      ++result_.statistics.tokens;
-      if (limits_.on_token && !limits_.on_token(token)) stop_ = finish_reason::stopped_by_callback;
-      for (token_id stop : limits_.stop_tokens)
-        if (token == stop) stop_ = finish_reason::stop_token;
-      for (const auto& sequence : limits_.stop_sequences)
-        if (!sequence.empty() && output.size() >= sequence.size() &&
-            std::equal(sequence.begin(), sequence.end(), output.end() - static_cast<std::ptrdiff_t>(sequence.size())))
-          stop_ = finish_reason::stop_sequence;
-      if (!stop_ && output.size() >= limits_.max_new_tokens) stop_ = finish_reason::max_new_tokens;
+      if (!excluded) {
+        output.push_back(token);
+        file_logprob();
+      }
+      if (stops_count)
+        for (const auto& sequence : limits_.stop_sequences)
+          if (!sequence.empty() && output.size() >= sequence.size() &&
+              std::equal(sequence.begin(), sequence.end(), output.end() - static_cast<std::ptrdiff_t>(sequence.size())))
+            matched = finish_reason::stop_sequence;
+      const std::string_view piece = options_.token_text && !excluded ? options_.token_text(token) : std::string_view{};
+      if (output_text_.append(piece, stops_count && !limits_.stop_strings.empty())) matched = finish_reason::stop_string;
+      // What ends the request whatever the callback says, in order of precedence.
+      std::optional<finish_reason> ending = matched;
+      if (!ending && scoring_ && generated >= continuation_.size()) ending = finish_reason::scored;
+      if (!ending && !scoring_ && generated >= limits_.max_new_tokens) ending = finish_reason::max_new_tokens;
+      if (!ending && committed_ > context_limit_) ending = finish_reason::context_limit;  // the next token needs one more
+      const std::string_view released = output_text_.release(ending.has_value());
+      bool callback_stops = false;
+      if (limits_.on_token) {
+        token_event event;
+        event.index = index;
+        event.position = prompt_size_ + index;
+        event.token = token;
+        event.text = released;
+        if (limits_.logprobs.enabled) {
+          event.logprob = pending_logprob_;
+          event.top_logprobs = std::span<const token_logprob>(top_scratch_.data(), top_found_);
+        }
+        callback_stops = !limits_.on_token(event);
+      }
+      // A matched stop wins over the callback, which wins over the limits (the order of earlier
+      // versions, which the recorded outputs pin).
+      if (matched) stop_ = matched;
+      else if (callback_stops) stop_ = finish_reason::stopped_by_callback;
+      else if (ending) stop_ = ending;
+    }
+
+    // ---- log-probabilities (logprob_options; scoring) -----------------------------------
+
+    /// Under logprob_options: the log-probability of `token` at slot 0 under the requested
+    /// basis, whether it is that distribution's argmax, and its top alternatives, from the rows
+    /// of every model there (rows_view_); emit() files them with the token.
+    void note_logprob(token_id token) {
+      if (!limits_.logprobs.enabled) return;
+      const std::span<float> row(logprob_row_.data(), vocabulary_);
+      const std::span<const token_id> prefix(text_.data(), committed_);
+      float sum = 1.0f;
+      try {
+        if (limits_.logprobs.basis == logprob_basis::model) sum = target_.untransformed_distribution(rows_view_, row);
+        else if (settings_.greedy()) target_.greedy_distribution(rows_view_, prefix, row);
+        else target_.distribution(rows_view_, prefix, row);
+      } catch (const invalid_logits& e) {
+        throw invalid_logits("position " + std::to_string(committed_) + ", " + e.what());
+      }
+      const double log_sum = std::log(static_cast<double>(sum));
+      const auto log_of = [log_sum](float w) {
+        return w > 0.0f ? static_cast<float>(std::log(static_cast<double>(w)) - log_sum)
+                        : -std::numeric_limits<float>::infinity();
+      };
+      pending_logprob_ = log_of(row[static_cast<std::size_t>(token)]);
+      pending_greedy_ = kernels::max_argmax(row).index == static_cast<std::size_t>(token);
+      // The largest `top` entries, ties to the lower id: a scan that inserts only what beats
+      // the smallest kept so far.
+      const std::size_t wanted = limits_.logprobs.top;
+      top_found_ = 0;
+      for (std::size_t j = 0; j < row.size() && wanted > 0; ++j) {
+        const float w = row[j];
+        if (top_found_ == wanted && !(w > top_scratch_[wanted - 1].logprob)) continue;
+        std::size_t at = std::min(top_found_, wanted - 1);
+        while (at > 0 && top_scratch_[at - 1].logprob < w) {
+          top_scratch_[at] = top_scratch_[at - 1];
+          --at;
+        }
+        top_scratch_[at] = {static_cast<token_id>(j), w};
+        top_found_ = std::min(top_found_ + 1, wanted);
+      }
+      for (std::size_t i = 0; i < top_found_; ++i) top_scratch_[i].logprob = log_of(top_scratch_[i].logprob);
+    }
+
+    /// Files the noted log-probability with the output token just appended.
+    void file_logprob() {
+      if (!limits_.logprobs.enabled) return;
+      result_.logprobs.push_back(pending_logprob_);
+      result_.greedy.push_back(pending_greedy_ ? 1 : 0);
+      for (std::size_t i = 0; i < result_.top_count; ++i)
+        result_.top.push_back(i < top_found_ ? top_scratch_[i] : token_logprob{-1, -std::numeric_limits<float>::infinity()});
+    }
+
+    // ---- scoring (start_scoring) --------------------------------------------------------
+
+    /// A scoring request's next pass: every model feeds what it has not seen (the context and
+    /// the chunk of the continuation pending), then every pending token is scored in order.
+    bool decide_scoring() {
+      while (true) {
+        while (!stop_ && pending_count() > 0 && scored_by_all(0)) {
+          for (std::size_t k = 0; k < vocabularies_.size(); ++k) rows_view_[k] = logits_row(k, 0).first(vocabulary_);
+          const token_id token = pending_.front().token;
+          note_logprob(token);
+          pending_.erase(pending_.begin());
+          proposers_.erase(proposers_.begin());
+          advance();
+          ++scored_count_;
+          emit(token);
+        }
+        if (stop_) return false;
+        if (pending_count() == 0) {
+          // The next chunk: as many continuation tokens as may wait at once.
+          const std::size_t chunk = std::min(options_.max_pending, continuation_.size() - scored_count_);
+          for (std::size_t i = 0; i < chunk; ++i) {
+            const token_id token = continuation_[scored_count_ + i];
+            pending_.push_back({token, vocabularies_.size(), 0});
+            proposers_.push_back(vocabularies_.size());
+            text_.push_back(token);
+            scored_flags_.resize(scored_flags_.size() + vocabularies_.size(), 0);
+          }
+        }
+        for (std::size_t k = 0; k < vocabularies_.size(); ++k)
+          if (fed_[k] < text_.size()) {
+            ++result_.statistics.invocations;
+            ++result_.statistics.models[k].invocations;
+            prepare_pass(k);
+            return true;
+          }
+        throw usage_error("session: a scoring request has nothing to feed and nothing to score");  // unreachable
+      }
+    }
+
+    /// The model slot 0 waits for: the one drawn for it under mixture sampling, else the first
+    /// that has not scored it.
+    [[nodiscard]] std::size_t first_waiting_model() const noexcept {
+      if (mixture_) return drawn(0);
+      for (std::size_t k = 0; k < vocabularies_.size(); ++k)
+        if (!scored(k, 0)) return k;
+      return 0;
     }
 
     Combiner combiner_;
@@ -885,7 +1255,7 @@ class session {
     std::vector<std::size_t> fed_;  // tokens of text_ each model holds once its next pass rolls it back
     std::vector<pending_token> pending_;
     std::vector<std::size_t> proposers_;  // pending_[i].proposer, for schedule_view
-    std::vector<unsigned char> scored_;   // (pending + 1) x models, slot-major
+    std::vector<unsigned char> scored_flags_;   // (pending + 1) x models, slot-major
 
     std::size_t capacity_ = 0;                // slots in the rings below
     std::size_t head_ = 0;                    // ring index of slot 0
@@ -909,6 +1279,25 @@ class session {
     generation_limits limits_;
     std::optional<finish_reason> stop_;
     generation_result result_;
+    bool started_ = false;       // a request was ever started (next_pass() before that is a usage_error)
+    bool result_ready_ = false;  // the last request's result is there to take
+    std::size_t prompt_size_ = 0;
+    std::size_t context_limit_ = no_context_limit;
+    bool banning_stops_ = false;  // min_tokens with stop tokens: banned from the target until then
+    output_text output_text_;
+
+    // Log-probabilities: the row they are read from, and the noted values of the token about
+    // to be emitted.
+    detail::row_storage logprob_row_;
+    float pending_logprob_ = 0.0f;
+    bool pending_greedy_ = false;
+    std::vector<token_logprob> top_scratch_;
+    std::size_t top_found_ = 0;
+
+    // Scoring requests.
+    bool scoring_ = false;
+    std::vector<token_id> continuation_;
+    std::size_t scored_count_ = 0;
   };
 
   std::unique_ptr<state> state_;
