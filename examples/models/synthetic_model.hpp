@@ -26,6 +26,11 @@ struct synthetic_model_config {
   /// predictability changes over the run, like boilerplate followed by reasoning.
   std::size_t segment_length = 0;
   double hard_agreement = 0.0;
+  /// With copy > 0, the token that followed the most recent earlier occurrence of the
+  /// context's last two tokens gets copy * sharpness added to its logit: a model that quotes
+  /// its context, as summaries, answers about a document and code edits do (what proposals
+  /// from the context exploit).
+  double copy = 0.0;
 };
 
 /// logits(t | context) = sharpness * (agreement * g(shared, context, t) + (1 - agreement) * g(own, context, t)),
@@ -58,6 +63,14 @@ class synthetic_model {
       const double shared = gaussian(config_.shared_seed, key, t);
       const double own = gaussian(config_.own_seed, key, t);
       out[t] = static_cast<float>(config_.sharpness * (agreement * shared + (1.0 - agreement) * own));
+    }
+    if (config_.copy > 0.0 && context_.size() >= 3) {
+      const std::size_t n = context_.size();
+      for (std::size_t i = n - 2; i-- > 0;)
+        if (context_[i] == context_[n - 2] && context_[i + 1] == context_[n - 1]) {
+          if (i + 2 < n) out[static_cast<std::size_t>(context_[i + 2])] += static_cast<float>(config_.copy * config_.sharpness);
+          break;
+        }
     }
   }
 

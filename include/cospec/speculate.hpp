@@ -3,6 +3,9 @@
 
 #include "cospec/speculate/adaptive.hpp"
 #include "cospec/speculate/alternating.hpp"
+#include "cospec/speculate/automatic.hpp"
+#include "cospec/speculate/context_lookup.hpp"
+#include "cospec/speculate/context_proposals.hpp"
 #include "cospec/speculate/fixed_proposer.hpp"
 #include "cospec/speculate/mixture_sampling.hpp"
 #include "cospec/speculate/pass_cost_fit.hpp"

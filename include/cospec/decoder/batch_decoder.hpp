@@ -6,6 +6,7 @@
 #include "cospec/abi.hpp"
 
 #include <algorithm>  // std::max, std::min, std::none_of, std::remove_if, std::find_if
+#include <concepts>   // std::same_as
 #include <chrono>     // std::chrono::steady_clock
 #include <cstddef>    // std::size_t
 #include <cstdint>    // std::uint64_t
@@ -27,6 +28,7 @@
 #include "cospec/decoder/session.hpp"
 #include "cospec/errors.hpp"
 #include "cospec/sampling.hpp"
+#include "cospec/speculate/automatic.hpp"
 #include "cospec/speculate/pass_cost_fit.hpp"
 #include "cospec/speculate/speculator.hpp"
 #include "cospec/token.hpp"
@@ -105,9 +107,16 @@ struct batch_statistics {
 /// the time charged to it, though never its distribution). Every request starts from a copy
 /// of the speculator given here, so what one request's policy learns never carries over to
 /// another. The decoder refers to the models; they must outlive it. One thread at a time.
-template <batched_model_adapter Model, combiner Combiner, speculator Speculator>
+template <batched_model_adapter Model, combiner Combiner, speculator Speculator = automatic>
 class batch_decoder {
  public:
+  /// With the automatic policy (the default: docs/engine.md, "automatic"), planning with
+  /// equal pass costs; give `automatic(n, options)` explicitly for others.
+  batch_decoder(std::vector<Model*> models, Combiner combiner, sampling_settings settings = {},
+                batch_options options = {})
+    requires std::same_as<Speculator, automatic>
+      : batch_decoder(models, std::move(combiner), automatic(models.size()), std::move(settings), std::move(options)) {}
+
   /// Throws invalid_configuration as decoder's constructor does, or for a model with no
   /// sequences. `settings` are the defaults of requests that bring none of their own.
   batch_decoder(std::vector<Model*> models, Combiner combiner, Speculator speculator, sampling_settings settings = {},
@@ -728,6 +737,13 @@ class batch_decoder {
   batch_statistics statistics_;
 };
 
+template <class Model, class Combiner>
+batch_decoder(std::vector<Model*>, Combiner) -> batch_decoder<Model, Combiner, automatic>;
+template <class Model, class Combiner>
+batch_decoder(std::vector<Model*>, Combiner, sampling_settings) -> batch_decoder<Model, Combiner, automatic>;
+template <class Model, class Combiner>
+batch_decoder(std::vector<Model*>, Combiner, sampling_settings, batch_options)
+    -> batch_decoder<Model, Combiner, automatic>;
 template <class Model, class Combiner, class Speculator>
 batch_decoder(std::vector<Model*>, Combiner, Speculator) -> batch_decoder<Model, Combiner, Speculator>;
 template <class Model, class Combiner, class Speculator>

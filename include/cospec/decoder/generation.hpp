@@ -181,6 +181,9 @@ struct generation_statistics {
   bool mixture = false;
   std::vector<model_statistics> models;
   std::vector<proposer_statistics> proposers;
+  /// Proposals from the context (invocation::context_proposals), by their place among the
+  /// context proposals of one invocation.
+  proposer_statistics context;
   double seconds_total = 0.0;
   double seconds_in_adapters = 0.0;
   double virtual_time = 0.0;  ///< sum over models, under decoder_options::pass_costs

@@ -28,6 +28,7 @@
 #include "cospec/kernels/sample.hpp"
 #include "cospec/random.hpp"
 #include "cospec/sampling.hpp"
+#include "cospec/speculate/context_lookup.hpp"
 #include "cospec/speculate/speculator.hpp"
 #include "cospec/token.hpp"
 #include "cospec/verify/verifier.hpp"
@@ -106,6 +107,9 @@ struct session_options {
   /// Each token's text, for stop strings, generation_result::text and the streamed pieces of
   /// token_event (empty: none; a decoder fills it from adapters with token_text()).
   token_text_source token_text;
+  /// The index behind context proposals (invocation::context_proposals), allocated at the
+  /// first request that asks for one: its size is fixed, whatever the text's length.
+  context_lookup_options context_lookup;
   /// Fills every logit row with NaN before handing it to the caller, and checks at
   /// pass_done() that the pass wrote every row: an unwritten row is a usage_error naming the
   /// model and the pass, not silently wrong tokens. A pass over the rows per pass; on in debug
@@ -298,6 +302,8 @@ class session {
     std::size_t rejections = 0;      // statistics.rejections when it began
     bool progressed = false;         // fed or proposed something
     bool stopped_early = false;      // the speculator ended the proposer's run
+    std::size_t context_proposals = 0;  // asked for (invocation::context_proposals)
+    bool looked_up = false;             // the context proposals were made
   };
 
   struct state {
@@ -452,6 +458,7 @@ class session {
       scoring_ = false;
       scored_count_ = 0;
       output_text_.start(&limits_.stop_strings);
+      if (lookup_) lookup_->clear();
       reset_slots();
       if (!settings_.greedy() && proposals_.size() < capacity_ * vocabulary_) proposals_.resize(capacity_ * vocabulary_);
       for (std::size_t k = 0; k < n; ++k) fed_[k] = cached.empty() ? 0 : std::min(cached[k], cache_bound);
@@ -685,14 +692,14 @@ class session {
           std::exp((static_cast<double>(row[static_cast<std::size_t>(proposal.token)]) - exps.max) *
                    static_cast<double>(exps.scale)) /
           static_cast<double>(exps.sum);
-      return verifier_.verify_at(
-          proposal.token, r_x, proposal_probability_at(0), proposal_row(0), proposal_sum(0),
-          [&]() -> std::span<const float> {
-            const kernels::exp_row_stats written = kernels::unnormalized_softmax(row, target_row_, scale);
-            kernels::scale_row(target_row_, 1.0f / written.sum);
-            return target_row_;
-          },
-          random_);
+      const auto target_row = [&]() -> std::span<const float> {
+        const kernels::exp_row_stats written = kernels::unnormalized_softmax(row, target_row_, scale);
+        kernels::scale_row(target_row_, 1.0f / written.sum);
+        return target_row_;
+      };
+      if (proposal.proposer == vocabularies_.size()) return verifier_.verify_point(proposal.token, r_x, target_row, random_);
+      return verifier_.verify_at(proposal.token, r_x, proposal_probability_at(0), proposal_row(0), proposal_sum(0),
+                                 target_row, random_);
     }
 
     /// Makes room for `slots` slots (at most max_pending + 1, the bound of docs/engine.md);
@@ -813,7 +820,14 @@ class session {
           auto& stats = result_.statistics;
           ++stats.invocations;
           ++stats.models[k].invocations;
-          invocation_ = current_invocation{k, next.proposals, 0, stats.rejections, false, false};
+          invocation_ = current_invocation{k, next.proposals, 0, stats.rejections, false, false,
+                                           next.context_proposals, false};
+          // With nothing pending, the context's proposals start the chain: this model's pass
+          // scores them, and its own proposals, if any, go on after them.
+          if (next.context_proposals > 0 && pending_count() == 0) {
+            invocation_->looked_up = true;
+            propose_from_context(next.context_proposals);
+          }
           if (fed_[k] < text_.size()) {
             invocation_->progressed = true;
             prepare_pass(k);
@@ -839,6 +853,13 @@ class session {
           }
           propose(k, inv);
           inv.progressed = true;
+          continue;
+        }
+        if (!inv.looked_up && inv.context_proposals > 0 && inv.proposed > 0 &&
+            result_.statistics.rejections == inv.rejections) {
+          // The context's proposals go on from the end of the model's own.
+          inv.looked_up = true;
+          propose_from_context(inv.context_proposals);
           continue;
         }
         if (!inv.progressed)
@@ -962,15 +983,16 @@ class session {
           return;  // nobody has scored the new frontier
         }
         const pending_token proposal = pending_.front();
+        const bool from_context = proposal.proposer == vocabularies_.size();
         verdict outcome{};
         if (settings_.greedy()) {
           // The proposer's largest logit here is known from its argmax: the target need not
           // find it again.
           std::fill(known_maxima_.begin(), known_maxima_.end(), std::numeric_limits<float>::quiet_NaN());
-          known_maxima_[proposal.proposer] = proposal_max(0);
+          if (!from_context) known_maxima_[proposal.proposer] = proposal_max(0);
           outcome = verify_greedy(proposal.token, target_token(prefix, known_maxima_));
         } else {
-          outcome = verify_sampled(proposal, prefix);
+          outcome = from_context ? verify_context(proposal, prefix) : verify_sampled(proposal, prefix);
         }
         record(proposal, outcome.accepted);
         note_logprob(outcome.token);
@@ -1025,6 +1047,51 @@ class session {
       return verifier_.verify(proposal.token, proposal_row(0), q_sum, target_row_, random_);
     }
 
+    /// Verifies a proposal from the context, a point mass, against the sampling target:
+    /// accepted with probability r(x), at the token alone where the target allows it.
+    verdict verify_context(const pending_token& proposal, std::span<const token_id> prefix) {
+      const auto target_row = [&]() -> std::span<const float> {
+        target_distribution(prefix);
+        return target_row_;
+      };
+      if (target_.point_target()) {
+        std::fill(known_.begin(), known_.end(), std::numeric_limits<double>::quiet_NaN());
+        std::optional<double> r_x;
+        try {
+          r_x = target_.probability_at(rows_view_, proposal.token, known_);
+        } catch (const invalid_logits& e) {
+          throw invalid_logits("position " + std::to_string(committed_) + ", " + e.what());
+        }
+        if (r_x) return verifier_.verify_point(proposal.token, *r_x, target_row, random_);
+      }
+      target_distribution(prefix);
+      return verifier_.verify_point(proposal.token, target_row_[static_cast<std::size_t>(proposal.token)],
+                                    [&]() -> std::span<const float> { return target_row_; }, random_);
+    }
+
+    /// Appends up to `wanted` proposals from the context: what followed the most recent earlier
+    /// occurrence of the text's last tokens (context_lookup). They wait like any proposal and
+    /// are verified as point masses. Returns how many were made.
+    std::size_t propose_from_context(std::size_t wanted) {
+      const std::size_t room_in_context = context_limit_ > text_.size() ? context_limit_ - text_.size() : 0;
+      const std::size_t room = std::min({wanted, options_.max_pending - pending_count(), room_in_context});
+      if (room == 0) return 0;
+      if (!lookup_) {
+        lookup_.emplace(options_.context_lookup);
+        lookup_buffer_.resize(options_.max_pending);
+      }
+      lookup_->index(text_, committed_);
+      const std::size_t made = lookup_->propose(text_, std::span<token_id>(lookup_buffer_).first(room));
+      const std::size_t context_proposer = vocabularies_.size();
+      for (std::size_t i = 0; i < made; ++i) {
+        pending_.push_back({lookup_buffer_[i], context_proposer, i});
+        proposers_.push_back(context_proposer);
+        text_.push_back(lookup_buffer_[i]);
+        scored_flags_.resize(scored_flags_.size() + vocabularies_.size(), 0);
+      }
+      return made;
+    }
+
     void target_distribution(std::span<const token_id> prefix) {
       try {
         target_.distribution(rows_view_, prefix, target_row_);
@@ -1035,7 +1102,8 @@ class session {
 
     /// `drawn`: under mixture sampling, the model whose distribution verified the proposal.
     void record(const pending_token& proposal, bool accepted, std::size_t drawn = static_cast<std::size_t>(-1)) {
-      auto& p = result_.statistics.proposers[proposal.proposer];
+      const bool from_context = proposal.proposer == vocabularies_.size();
+      auto& p = from_context ? result_.statistics.context : result_.statistics.proposers[proposal.proposer];
       if (p.proposed_at.size() <= proposal.chain_index) {
         p.proposed_at.resize(proposal.chain_index + 1, 0);
         p.accepted_at.resize(proposal.chain_index + 1, 0);
@@ -1045,6 +1113,10 @@ class session {
       if (accepted) {
         ++p.accepted;
         ++p.accepted_at[proposal.chain_index];
+      }
+      if (from_context) {
+        if constexpr (context_observing_speculator<Speculator>) speculator_.observe_context(proposal.chain_index, accepted);
+        return;
       }
       if (mixture_) {
         if (drawn == proposal.proposer) return;  // accepted without a test: nothing learned
@@ -1293,6 +1365,10 @@ class session {
     bool pending_greedy_ = false;
     std::vector<token_logprob> top_scratch_;
     std::size_t top_found_ = 0;
+
+    // Context proposals: the index (allocated at first use) and where its proposals land.
+    std::optional<context_lookup> lookup_;
+    std::vector<token_id> lookup_buffer_;
 
     // Scoring requests.
     bool scoring_ = false;

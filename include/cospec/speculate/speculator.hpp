@@ -39,7 +39,8 @@ class schedule_view {
   [[nodiscard]] bool scored(std::size_t model, std::size_t slot) const noexcept {
     return scored_[slot * model_count_ + model] != 0;
   }
-  /// The model that proposed the pending token in `slot` (slot < pending_count()).
+  /// The model that proposed the pending token in `slot` (slot < pending_count()), or
+  /// model_count() for a proposal from the context (invocation::context_proposals).
   [[nodiscard]] std::size_t proposer(std::size_t slot) const noexcept { return proposers_[slot]; }
 
   /// Whether the request runs as mixture sampling (docs/algorithm.md, "Mixture sampling").
@@ -71,9 +72,14 @@ class schedule_view {
 /// seen in one forward pass, the decoder verifies what all models have now scored, and,
 /// unless a rejection ended the invocation, `model` proposes `proposals` tokens (the first
 /// from the logits it just computed, the rest one single-token pass each).
+/// `context_proposals` (docs/algorithm.md, "Proposals from the context") extends the chain
+/// with up to that many tokens copied from the text itself, which cost no pass: when nothing
+/// is pending, before the model's pass (its pass scores them, and its own proposals go on
+/// after them); otherwise after the model's own proposals.
 struct invocation {
   std::size_t model;
   std::size_t proposals;
+  std::size_t context_proposals = 0;
 };
 
 /// Requirement 1: checks that it can schedule `model_count` models; throws
@@ -175,6 +181,14 @@ concept mixture_speculator = requires(const S& cs) {
 template <class S>
 concept mixture_observing_speculator = requires(S& s, std::size_t proposer, std::size_t drawn, bool accepted) {
   { s.observe_mixture(proposer, drawn, accepted) } -> std::same_as<void>;
+};
+
+/// Speculators that learn how context proposals fare: `s.observe_context(chain_index,
+/// accepted)` for every verified proposal from the context (chain_index: its place among the
+/// context proposals of one invocation), instead of observe().
+template <class S>
+concept context_observing_speculator = requires(S& s, std::size_t chain_index, bool accepted) {
+  { s.observe_context(chain_index, accepted) } -> std::same_as<void>;
 };
 
 /// Speculators with per-generation state.

@@ -7,7 +7,7 @@
 
 #include "cospec/abi.hpp"
 
-#include <algorithm>  // std::min
+#include <algorithm>  // std::min, std::copy
 #include <cstddef>    // std::size_t
 #include <optional>   // std::optional
 #include <span>       // std::span
@@ -98,6 +98,28 @@ class speculative_verifier {
     // Then r itself is the right law for the replacement.
     const std::size_t index = mass > 0.0f ? kernels::sample_inverse_cdf(residual, u, mass)
                                           : kernels::sample_inverse_cdf(target, u, 1.0);
+    return {false, static_cast<token_id>(index)};
+  }
+
+  /// Verifies a point-mass proposal: token x proposed with certainty (from the context, not
+  /// drawn from a distribution; docs/algorithm.md, "Proposals from the context"). It is
+  /// accepted with probability r(x) (`r_x`, the normalised target at x); a rejection draws from r
+  /// with x removed and renormalised, which is the residual max(0, r - 1_x). The normalised
+  /// target row is asked for only on a rejection. The output has law r, as for any proposal.
+  template <class TargetRow>
+  verdict verify_point(token_id x, double r_x, TargetRow&& target_row, random_source& random) {
+    if (random.uniform() < r_x) return {true, x};
+    const std::span<const float> target = target_row();
+    if (residual_.size() < target.size()) residual_.resize(target.size());
+    const std::span<float> residual(residual_.data(), target.size());
+    std::copy(target.begin(), target.end(), residual.begin());
+    const auto at = static_cast<std::size_t>(x);
+    const double mass = 1.0 - static_cast<double>(target[at]);
+    residual[at] = 0.0f;
+    const double u = random.uniform();
+    // r(x) = 1 up to rounding: a rejection that exact arithmetic could not make; r is the law.
+    const std::size_t index = mass > 1e-12 ? kernels::sample_inverse_cdf(residual, u, mass)
+                                           : kernels::sample_inverse_cdf(target, u, 1.0);
     return {false, static_cast<token_id>(index)};
   }
 
