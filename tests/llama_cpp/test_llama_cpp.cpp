@@ -6,7 +6,9 @@
 // which the decoder is exact; a KV cache that fills up mid-feed is a context_overflow that
 // leaves the sequence as it was; the batched adapter serves a batch decoder. Built only where
 // CMake found llama.cpp (ctest label "llama"); each test passes with a warning when the
-// converter or ../shared/models/tokenizer.bin is missing.
+// converter or ../shared/models/tokenizer.bin is missing. Each test process converts the
+// models into a folder of its own: ctest runs the tests as processes in parallel, and a file
+// rewritten while another process has it memory-mapped kills that process with a bus error.
 #include <catch2/catch.hpp>
 
 #include <cospec/adapters/llama_cpp.hpp>
@@ -15,12 +17,15 @@
 #include <algorithm>   // std::max
 #include <cmath>       // std::abs
 #include <cstddef>     // std::size_t
+#include <cstdint>     // std::uint64_t
 #include <cstdlib>     // std::system
 #include <filesystem>  // std::filesystem
 #include <memory>      // std::unique_ptr, std::make_shared
 #include <optional>    // std::optional
+#include <random>      // std::random_device
 #include <span>        // std::span
-#include <string>      // std::string
+#include <string>      // std::string, std::to_string
+#include <system_error> // std::error_code
 #include <vector>      // std::vector
 
 #include "transformer/checkpoint.hpp"
@@ -55,8 +60,33 @@ llama::transformer_config test_config() {
   return config;
 }
 
+/// A folder of this process's own under the temporary directory, removed when the process
+/// ends: create_directory succeeds for one caller only, so no two processes (tests of one
+/// build tree or of two) ever write or map the same files.
+class private_folder {
+ public:
+  private_folder() {
+    std::random_device entropy;
+    for (;;) {
+      const std::uint64_t name = (std::uint64_t{entropy()} << 32) ^ entropy();
+      path_ = fs::temp_directory_path() / ("cospec-llama-cpp-test-" + std::to_string(name));
+      if (fs::create_directory(path_)) return;
+    }
+  }
+  ~private_folder() {
+    std::error_code ignored;  // a folder left behind is no reason to fail a test run
+    fs::remove_all(path_, ignored);
+  }
+  private_folder(const private_folder&) = delete;
+  private_folder& operator=(const private_folder&) = delete;
+  [[nodiscard]] const fs::path& path() const noexcept { return path_; }
+
+ private:
+  fs::path path_;
+};
+
 /// A seed-built network and its 2-layer early exit, as llama2.c checkpoints and as GGUF
-/// files converted by llama.cpp, built once for every test.
+/// files converted by llama.cpp, built once per process for all of its tests.
 struct converted_models {
   std::shared_ptr<const llama::transformer_weights> large, small;
   fs::path large_gguf, small_gguf;
@@ -85,8 +115,8 @@ const converted_models& models() {
     small.config.n_layers = 2;
     m.large = std::make_shared<const llama::transformer_weights>(large);
     m.small = std::make_shared<const llama::transformer_weights>(small);
-    const fs::path folder = fs::temp_directory_path() / "cospec-llama-cpp-test";
-    fs::create_directories(folder);
+    static const private_folder own;
+    const fs::path& folder = own.path();
     for (const auto& [weights, name] : {std::pair{m.large, "large"}, std::pair{m.small, "small"}}) {
       const fs::path checkpoint = folder / (std::string(name) + ".bin");
       const fs::path gguf = folder / (std::string(name) + ".gguf");
