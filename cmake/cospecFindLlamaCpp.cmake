@@ -14,8 +14,15 @@ set(COSPEC_LLAMA_CPP_LIBRARY_DIR "")
 
 if(COSPEC_LLAMA_CPP)
   if(COSPEC_LLAMA_CPP_ROOT)
+    # find_library keeps what it found in the cache and never looks again; a build folder
+    # configured again with another root would link the old tree's library against the new
+    # tree's llama.h. So the library found belongs to the root it was found for.
+    if(DEFINED COSPEC_LLAMA_LIBRARY_ROOT AND NOT COSPEC_LLAMA_CPP_ROOT STREQUAL "${COSPEC_LLAMA_LIBRARY_ROOT}")
+      unset(COSPEC_LLAMA_LIBRARY CACHE)
+    endif()
     find_library(COSPEC_LLAMA_LIBRARY llama PATHS "${COSPEC_LLAMA_CPP_ROOT}/build/bin" "${COSPEC_LLAMA_CPP_ROOT}/build/src"
                  NO_DEFAULT_PATH)
+    set(COSPEC_LLAMA_LIBRARY_ROOT "${COSPEC_LLAMA_CPP_ROOT}" CACHE INTERNAL "The COSPEC_LLAMA_CPP_ROOT that COSPEC_LLAMA_LIBRARY was found in")
     if(COSPEC_LLAMA_LIBRARY AND EXISTS "${COSPEC_LLAMA_CPP_ROOT}/include/llama.h")
       add_library(cospec_llama_engine UNKNOWN IMPORTED)
       set_target_properties(cospec_llama_engine PROPERTIES

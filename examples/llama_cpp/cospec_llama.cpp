@@ -1,16 +1,19 @@
 // cospec on llama.cpp (docs/adapters.md, "llama.cpp"): a weighted ensemble of two GGUF models
 // (a target and a draft sharing its vocabulary) decoded by standard collaborative decoding, SD
-// (the draft proposes), CoS and the adaptive policy, through the shipped adapters of
-// include/cospec/adapters/llama_cpp.hpp. Prints wall-clock tokens/s and the speedup over
-// standard decoding, acceptance, and the library's own time per token; with greedy decoding
-// it exits non-zero unless every method gives the same tokens. --requests S > 1 serves S
-// requests at once through one batch decoder (one context per model with S sequences).
-// Built only where CMake found llama.cpp.
+// (the draft proposes), CoS, the adaptive policy and, when sampling (T > 0), mixture sampling
+// (only the model drawn for a token runs) and its speculative form, through the shipped
+// adapters of include/cospec/adapters/llama_cpp.hpp. Prints wall-clock tokens/s and the speedup
+// over standard decoding, acceptance, and the library's own time per token; with greedy
+// decoding it exits non-zero unless every method gives the same tokens. --requests S > 1
+// serves S requests at once through one batch decoder (one context per model with S sequences
+// in one unified KV cache, as configure_context_params sets it). Flash attention, the KV type
+// and everything else are llama.cpp's defaults, as llama-speculative has them. Built only where
+// CMake found llama.cpp.
 #include <algorithm>   // std::sort
 #include <chrono>      // std::chrono::steady_clock
 #include <cstddef>     // std::size_t
 #include <cstdint>     // std::uint32_t, std::int32_t
-#include <cstdio>      // std::printf, std::fprintf
+#include <cstdio>      // std::printf, std::fprintf, std::snprintf
 #include <cstdlib>     // std::exit
 #include <exception>   // std::exception, std::rethrow_exception
 #include <functional>  // std::function
@@ -35,11 +38,14 @@ const char* const usage = R"(usage: cospec-llama --model TARGET.gguf --draft DRA
   --prompts N        prompts of 8 random tokens, decoded by every method in turn (default 4)
   --tokens N         tokens generated per prompt (default 64)
   --gamma G          the draft's proposal length for SD and CoS (default 2)
-  --temperature T    0 is greedy and checks token identity (default 0)
+  --temperature T    0 is greedy and checks token identity (default 0); T > 0 adds mixture
+                     sampling, plain (mixture) and speculative (mixture+spec)
   --small-weight W   the draft's weight in the ensemble; the target has 1 - W (default 0.5)
   --threads N        n_threads and n_threads_batch of both contexts (default 2)
   --requests S       concurrent requests through one batch decoder (default 1: one decoder)
-  --context N        n_ctx of each context (default 1024)
+  --context N        cells per request: each context has n_ctx = N x S, one cache shared by its
+                     S sequences (default 1024; llama.cpp rounds n_ctx up, to a multiple of 256
+                     from late 2025)
   --prompt TEXT      one prompt, tokenized by the target's vocabulary as llama.cpp's examples do
                      (BOS added); generation stops at its end-of-sequence token
   --target-only      the draft's weight 0: speculative decoding towards the target alone, the work
@@ -112,7 +118,9 @@ std::unique_ptr<llama_context, context_deleter> context_for(llama_model* model, 
   llama_context_params params = llama_context_default_params();
   params.n_ctx = static_cast<std::uint32_t>(o.context * o.requests);
   params.n_batch = 512;
-  params.n_seq_max = static_cast<std::uint32_t>(o.requests);
+  // n_seq_max = S, and one unified cache: without it llama.cpp (late 2025 on) runs a pass whose
+  // requests feed different token counts as several, and speculation loses its gain.
+  cospec::llama_cpp::configure_context_params(params, {.sequences = o.requests});
   // Both counts: the defaults (4 threads) oversubscribe a 2-core machine by 1.6x.
   params.n_threads = params.n_threads_batch = static_cast<std::int32_t>(o.threads);
   params.no_perf = true;
@@ -206,33 +214,49 @@ int main(int argc, char** argv) try {
   std::printf("%s + draft %s, weighted ensemble %.2f/%.2f, %s, %zu prompts x %zu tokens, %zu threads, %zu %s\n\n",
               o.model.c_str(), o.draft.c_str(), 1.0 - small_weight, small_weight, o.temperature == 0.0f ? "greedy" : "sampling", o.prompts, o.tokens,
               o.threads, o.requests, o.requests == 1 ? "request at a time" : "concurrent requests (batch decoder)");
-  std::vector<method_run> runs(4);
+  // Mixture sampling applies where the target is the mixture itself: sampling (this program
+  // has no penalties). Towards the target alone only SD is the peer's work: CoS, adaptive and
+  // mixture sampling would let the draft, whose weight is 0, verify nothing and propose in vain.
+  const bool mixture = o.temperature > 0.0f && !o.target_only;
+  std::vector<method_run> runs(o.target_only ? 2 : mixture ? 6 : 4);
   runs[0].name = "standard";
   runs[1].name = "SD g=" + std::to_string(o.gamma);
-  runs[2].name = "CoS g=" + std::to_string(o.gamma);
-  runs[3].name = "adaptive";
   run_method(runs[0], cospec::standard{}, small.get(), large.get(), o, prompts);
   run_method(runs[1], cospec::fixed_proposer(0, o.gamma), small.get(), large.get(), o, prompts);
   cospec::adaptive_options measured;
   measured.measure_pass_costs = true;
-  // Towards the target alone only SD is the peer's work: CoS and adaptive would let the
-  // draft, whose weight is 0, verify nothing and propose in vain.
-  if (o.target_only) runs.resize(2);
-  else {
+  if (!o.target_only) {
+    runs[2].name = "CoS g=" + std::to_string(o.gamma);
+    runs[3].name = "adaptive";
     run_method(runs[2], cospec::alternating({o.gamma, 1}), small.get(), large.get(), o, prompts);
     run_method(runs[3], cospec::adaptive(2, measured), small.get(), large.get(), o, prompts);
   }
+  if (mixture) {
+    runs[4].name = "mixture";
+    runs[5].name = "mixture+spec";
+    run_method(runs[4], cospec::mixture_sampling(2), small.get(), large.get(), o, prompts);
+    // The draft proposes runs where the target was drawn, priced from measured passes.
+    cospec::mixture_options speculative;
+    speculative.max_gamma = 6;
+    speculative.fallback = measured;
+    run_method(runs[5], cospec::mixture_sampling(2, speculative), small.get(), large.get(), o, prompts);
+  }
 
   const double reference = static_cast<double>(runs[0].tokens) / runs[0].seconds;
-  std::printf("%-10s %9s %8s %12s %12s %16s\n", "method", "tokens/s", "speedup", "draft accept", "target accept",
+  std::printf("%-12s %9s %8s %12s %12s %16s\n", "method", "tokens/s", "speedup", "draft accept", "target accept",
               "library ms/token");
   bool identical = true;
   for (const method_run& r : runs) {
     const double rate = static_cast<double>(r.tokens) / r.seconds;
+    // "-" where the model proposed nothing (standard decoding, plain mixture sampling).
     const auto acceptance = [&](std::size_t k) {
-      return r.proposed[k] == 0 ? 0.0 : static_cast<double>(r.accepted[k]) / static_cast<double>(r.proposed[k]);
+      if (r.proposed[k] == 0) return std::string("-");
+      char text[32];
+      std::snprintf(text, sizeof text, "%.2f", static_cast<double>(r.accepted[k]) / static_cast<double>(r.proposed[k]));
+      return std::string(text);
     };
-    std::printf("%-10s %9.2f %7.2fx %12.2f %12.2f", r.name.c_str(), rate, rate / reference, acceptance(0), acceptance(1));
+    std::printf("%-12s %9.2f %7.2fx %12s %12s", r.name.c_str(), rate, rate / reference, acceptance(0).c_str(),
+                acceptance(1).c_str());
     if (r.library_seconds >= 0.0) std::printf(" %16.3f\n", 1e3 * r.library_seconds / static_cast<double>(r.tokens));
     else std::printf(" %16s\n", "-");
     if (o.temperature == 0.0f && r.outputs != runs[0].outputs) {

@@ -4,9 +4,14 @@
 // token-identical across standard, SD, CoS and adaptive; chunked feeds equal unchunked ones;
 // rollback re-feeds exactly; an aborted decode and a full context are clean errors after
 // which the decoder is exact; a KV cache that fills up mid-feed is a context_overflow that
-// leaves the sequence as it was; the batched adapter serves a batch decoder. Built only where
-// CMake found llama.cpp (ctest label "llama"); each test passes with a warning when the
-// converter or ../shared/models/tokenizer.bin is missing.
+// leaves the sequence as it was; the batched adapter serves a batch decoder, reports a
+// sequence's own limit where llama.cpp splits the cache per sequence, and, with the settings of
+// configure_context_params, has llama.cpp compute a pass of uneven feeds at once. Built only
+// where CMake found llama.cpp (ctest label "llama"), and run on every llama.cpp version the
+// header names; each test passes with a warning when the converter or
+// ../shared/models/tokenizer.bin is missing. Each test process converts the models into a
+// folder of its own: ctest runs the tests as processes in parallel, and a file rewritten while
+// another process has it memory-mapped kills that process with a bus error.
 #include <catch2/catch.hpp>
 
 #include <cospec/adapters/llama_cpp.hpp>
@@ -15,12 +20,17 @@
 #include <algorithm>   // std::max
 #include <cmath>       // std::abs
 #include <cstddef>     // std::size_t
+#include <cstdint>     // std::uint64_t
 #include <cstdlib>     // std::system
+#include <exception>   // std::rethrow_exception
 #include <filesystem>  // std::filesystem
 #include <memory>      // std::unique_ptr, std::make_shared
 #include <optional>    // std::optional
+#include <random>      // std::random_device
 #include <span>        // std::span
-#include <string>      // std::string
+#include <string>      // std::string, std::to_string
+#include <string_view> // std::string_view
+#include <system_error> // std::error_code
 #include <vector>      // std::vector
 
 #include "transformer/checkpoint.hpp"
@@ -55,8 +65,33 @@ llama::transformer_config test_config() {
   return config;
 }
 
+/// A folder of this process's own under the temporary directory, removed when the process
+/// ends: create_directory succeeds for one caller only, so no two processes (tests of one
+/// build tree or of two) ever write or map the same files.
+class private_folder {
+ public:
+  private_folder() {
+    std::random_device entropy;
+    for (;;) {
+      const std::uint64_t name = (std::uint64_t{entropy()} << 32) ^ entropy();
+      path_ = fs::temp_directory_path() / ("cospec-llama-cpp-test-" + std::to_string(name));
+      if (fs::create_directory(path_)) return;
+    }
+  }
+  ~private_folder() {
+    std::error_code ignored;  // a folder left behind is no reason to fail a test run
+    fs::remove_all(path_, ignored);
+  }
+  private_folder(const private_folder&) = delete;
+  private_folder& operator=(const private_folder&) = delete;
+  [[nodiscard]] const fs::path& path() const noexcept { return path_; }
+
+ private:
+  fs::path path_;
+};
+
 /// A seed-built network and its 2-layer early exit, as llama2.c checkpoints and as GGUF
-/// files converted by llama.cpp, built once for every test.
+/// files converted by llama.cpp, built once per process for all of its tests.
 struct converted_models {
   std::shared_ptr<const llama::transformer_weights> large, small;
   fs::path large_gguf, small_gguf;
@@ -85,8 +120,8 @@ const converted_models& models() {
     small.config.n_layers = 2;
     m.large = std::make_shared<const llama::transformer_weights>(large);
     m.small = std::make_shared<const llama::transformer_weights>(small);
-    const fs::path folder = fs::temp_directory_path() / "cospec-llama-cpp-test";
-    fs::create_directories(folder);
+    static const private_folder own;
+    const fs::path& folder = own.path();
     for (const auto& [weights, name] : {std::pair{m.large, "large"}, std::pair{m.small, "small"}}) {
       const fs::path checkpoint = folder / (std::string(name) + ".bin");
       const fs::path gguf = folder / (std::string(name) + ".gguf");
@@ -127,26 +162,77 @@ model_handle load(const fs::path& gguf) {
 }
 
 struct context_shape {
-  unsigned n_ctx = 256;
+  unsigned n_ctx = 256;  // llama.cpp rounds n_ctx up to a multiple of 256 (late 2025 on)
   unsigned n_batch = 32;
   unsigned n_seq_max = 1;
 };
 
-context_handle make_context(llama_model* model, context_shape shape) {
+/// llama.cpp's defaults with the shape, two threads and configure_context_params, with fp32
+/// attention: the tests compare logits with the Eigen transformer's fp32 ones.
+llama_context_params context_params(context_shape shape) {
   llama_context_params params = llama_context_default_params();
   params.n_ctx = shape.n_ctx;
   params.n_batch = shape.n_batch;
   params.n_ubatch = shape.n_batch;
-  params.n_seq_max = shape.n_seq_max;
   params.n_threads = 2;
   params.n_threads_batch = 2;
-  params.type_k = GGML_TYPE_F32;  // the default F16 cache moves logits by about 1e-3
-  params.type_v = GGML_TYPE_F32;
   params.no_perf = true;
+  cospec::llama_cpp::configure_context_params(params, {.sequences = shape.n_seq_max, .fp32_attention = true});
+  return params;
+}
+
+context_handle context_from(llama_model* model, const llama_context_params& params) {
   context_handle context(llama_init_from_model(model, params));
   REQUIRE(context != nullptr);
   return context;
 }
+
+context_handle make_context(llama_model* model, context_shape shape) {
+  return context_from(model, context_params(shape));
+}
+
+/// Gives each sequence a share of the cache of its own (kv_unified = false), where this
+/// llama.cpp can; false where it has one unified cache only (before mid 2025).
+template <class Params>
+bool split_cache_per_sequence(Params& params) {
+  if constexpr (requires { params.kv_unified; }) {
+    params.kv_unified = false;
+    return true;
+  } else {
+    return false;
+  }
+}
+
+/// The last position sequence `sequence` holds in the KV cache, from llama.cpp itself rather
+/// than from an adapter's counter; the newest API first, as the header's remove_cells. Not for
+/// an empty sequence: early 2025 versions say 0 for it, as for one token.
+template <class Context>
+auto last_position(Context* context, llama_seq_id sequence, int)
+    -> decltype(llama_memory_seq_pos_max(llama_get_memory(context), sequence)) {
+  return llama_memory_seq_pos_max(llama_get_memory(context), sequence);
+}
+template <class Context>
+auto last_position(Context* context, llama_seq_id sequence, long) -> decltype(llama_kv_self_seq_pos_max(context, sequence)) {
+  return llama_kv_self_seq_pos_max(context, sequence);
+}
+template <class Context>
+auto last_position(Context* context, llama_seq_id sequence, ...) -> decltype(llama_kv_cache_seq_pos_max(context, sequence)) {
+  return llama_kv_cache_seq_pos_max(context, sequence);
+}
+
+/// Counts llama.cpp's graph computations: the abort callback is polled while a graph runs.
+struct compute_counter {
+  int polls = 0;
+  void attach(llama_context* context) {
+    llama_set_abort_callback(
+        context,
+        [](void* data) {
+          ++static_cast<compute_counter*>(data)->polls;
+          return false;
+        },
+        this);
+  }
+};
 
 std::vector<token_id> prompt_of(std::size_t length, std::size_t salt = 0) {
   std::vector<token_id> prompt;
@@ -285,9 +371,9 @@ TEST_CASE("an aborted decode is a backend_failure, and the decoder is exact afte
 
 TEST_CASE("a full context is a context_overflow, and the decoder is exact afterwards", "[llama_cpp][failure]") {
   COSPEC_REQUIRE_MODELS();
-  decoding_pair pair({64, 32, 1});
-  REQUIRE(pair.large->context_limit() == 64);
-  const auto prompt = prompt_of(40);
+  decoding_pair pair({256, 32, 1});
+  REQUIRE(pair.large->context_limit() == 256);
+  const auto prompt = prompt_of(220);
   cospec::sampling_settings settings;
   settings.temperature = 0.0f;
   cospec::decoder decoder(pair.pointers(), cospec::weighted_ensemble({0.5f, 0.5f}), cospec::alternating({2, 1}), settings);
@@ -295,7 +381,7 @@ TEST_CASE("a full context is a context_overflow, and the decoder is exact afterw
   limits.max_new_tokens = 60;
   CHECK_THROWS_AS(decoder.generate(prompt, limits), cospec::context_overflow);
   limits.max_new_tokens = 10;
-  decoding_pair fresh({64, 32, 1});
+  decoding_pair fresh({256, 32, 1});
   CHECK(decoder.generate(prompt, limits).tokens == greedy(fresh, cospec::standard{}, prompt, 10));
 }
 
@@ -337,28 +423,156 @@ TEST_CASE("a KV cache that fills up is a context_overflow from llama_decode, and
           "[llama_cpp][failure]") {
   COSPEC_REQUIRE_MODELS();
   auto model = load(models().large_gguf);
-  auto context = make_context(model.get(), {64, 16, 2});  // 64 cells shared by 2 sequences
+  auto context = make_context(model.get(), {256, 16, 2});  // 256 cells shared by 2 sequences
   cospec::llama_cpp::batched_adapter engine(context.get(), 2);
   const cospec::sequence_id a = engine.create_sequence();
   const cospec::sequence_id b = engine.create_sequence();
-  const auto first = prompt_of(40, 1);
-  const auto second = prompt_of(40, 2);
+  REQUIRE(engine.context_limit(b) == 256);  // one pool (kv_unified): either sequence may take it all
+  const auto first = prompt_of(200, 1);
+  const auto second = prompt_of(100, 2);
   std::vector<float> row(engine.vocabulary_size());
   std::vector<std::span<float>> rows{std::span<float>(row)};
   const cospec::sequence_feed feed_a{a, first, {}};
   engine.feed(std::span(&feed_a, 1));
-  // 40 more tokens do not fit beside the first 40: llama_decode finds no slot (status 1) on a
+  // 100 more tokens do not fit beside the first 200: llama_decode finds no slot (status 1) on a
   // later chunk of 16, after earlier chunks went in; the adapter takes those out again.
   const cospec::sequence_feed feed_b{b, second, cospec::logit_outputs(rows)};
   CHECK_THROWS_AS(engine.feed(std::span(&feed_b, 1)), cospec::context_overflow);
-  CHECK(engine.context_length(a) == 40);
+  CHECK(engine.context_length(a) == 200);
   CHECK(engine.context_length(b) == 0);
   // Room made, the same feed succeeds and gives the row a sequence alone gives.
   engine.truncate(a, 10);
   engine.feed(std::span(&feed_b, 1));
-  CHECK(engine.context_length(b) == 40);
-  auto alone_context = make_context(model.get(), {64, 16, 1});
+  CHECK(engine.context_length(b) == 100);
+  auto alone_context = make_context(model.get(), {256, 16, 1});
   cospec::llama_cpp::sequence_adapter alone(alone_context.get());
   const auto expected = rows_after(alone, second, 1);
   CHECK(largest_difference({row}, expected) < 1e-4f);
+}
+
+TEST_CASE("a sequence's own limit below the context's is the batched adapter's, and past it is a context_overflow "
+          "before any cell is written",
+          "[llama_cpp][failure][batch]") {
+  COSPEC_REQUIRE_MODELS();
+  auto model = load(models().large_gguf);
+  llama_context_params params = context_params({512, 4, 2});
+  if (!split_cache_per_sequence(params)) {
+    WARN("skipped: this llama.cpp has one unified KV cache only, so every sequence's limit is n_ctx");
+    return;
+  }
+  auto context = context_from(model.get(), params);
+  cospec::llama_cpp::batched_adapter engine(context.get(), 2);
+  const cospec::sequence_id a = engine.create_sequence();
+  const cospec::sequence_id b = engine.create_sequence();
+  // n_ctx / n_seq_max cells each, which llama_n_ctx_seq says and llama_n_ctx does not.
+  REQUIRE(llama_n_ctx(context.get()) == 512);
+  REQUIRE(engine.context_limit(a) == 256);
+  REQUIRE(engine.context_limit(b) == 256);
+
+  const auto text = prompt_of(256, 3);
+  const cospec::sequence_feed start{a, std::span(text).first(248), {}};
+  engine.feed(std::span(&start, 1));
+  const cospec::sequence_feed other{b, std::span(text).first(20), {}};
+  engine.feed(std::span(&other, 1));
+  // 12 more tokens end past a's 256 cells. In chunks of n_batch = 4, llama.cpp would take the
+  // first two before refusing the third; the adapter refuses before computing anything.
+  compute_counter computes;
+  computes.attach(context.get());
+  const auto more = prompt_of(12, 4);
+  const cospec::sequence_feed past{a, more, {}};
+  CHECK_THROWS_AS(engine.feed(std::span(&past, 1)), cospec::context_overflow);
+  CHECK(computes.polls == 0);
+  CHECK(engine.context_length(a) == 248);
+  CHECK(last_position(context.get(), static_cast<llama_seq_id>(a), 0) == 247);
+  CHECK(last_position(context.get(), static_cast<llama_seq_id>(b), 0) == 19);
+  // Up to the limit it fits, and gives the row of the same 256 tokens decoded alone.
+  std::vector<float> row(engine.vocabulary_size());
+  std::vector<std::span<float>> rows{std::span<float>(row)};
+  const cospec::sequence_feed last{a, std::span(text).subspan(248), cospec::logit_outputs(rows)};
+  engine.feed(std::span(&last, 1));
+  CHECK(computes.polls > 0);
+  CHECK(engine.context_length(a) == 256);
+  auto alone_context = make_context(model.get(), {256, 4, 1});
+  cospec::llama_cpp::sequence_adapter alone(alone_context.get());
+  CHECK(largest_difference({row}, rows_after(alone, text, 1)) < 1e-4f);
+}
+
+TEST_CASE("the batch decoder keeps each request within its sequence's own limit", "[llama_cpp][failure][batch]") {
+  COSPEC_REQUIRE_MODELS();
+  auto small_model = load(models().small_gguf);
+  auto large_model = load(models().large_gguf);
+  llama_context_params params = context_params({512, 32, 2});
+  if (!split_cache_per_sequence(params)) {
+    WARN("skipped: this llama.cpp has one unified KV cache only, so every sequence's limit is n_ctx");
+    return;
+  }
+  auto small_context = context_from(small_model.get(), params);
+  auto large_context = context_from(large_model.get(), params);
+  cospec::llama_cpp::batched_adapter small(small_context.get(), 2), large(large_context.get(), 2);
+  cospec::sampling_settings settings;
+  settings.temperature = 0.0f;
+  cospec::batch_decoder decoder(std::vector<cospec::llama_cpp::batched_adapter*>{&small, &large},
+                                cospec::weighted_ensemble({0.5f, 0.5f}), cospec::alternating({2, 1}), settings);
+  cospec::generation_limits limits;
+  limits.max_new_tokens = 30;
+  const auto long_prompt = prompt_of(240, 5);  // 240 + 30 > 256 cells of its sequence, < 512 of the context
+  const auto short_prompt = prompt_of(12, 6);
+  const cospec::request_id too_long = decoder.submit(long_prompt, limits);
+  const cospec::request_id fits = decoder.submit(short_prompt, limits);
+  const auto done = decoder.run();
+  REQUIRE(done.size() == 2);
+  for (const auto& d : done) {
+    if (d.id == too_long) {
+      REQUIRE(d.failed());
+      // Refused by the decoder from the adapter's limit, not by llama_decode with the pass
+      // half done (which also ends the other requests of that pass).
+      CHECK_THROWS_AS(std::rethrow_exception(d.error), cospec::context_overflow);
+      CHECK_THROWS_WITH(std::rethrow_exception(d.error),
+                        Catch::Matchers::Contains("needs a context of 257 tokens; its context_limit() is 256"));
+    } else {
+      REQUIRE(d.id == fits);
+      REQUIRE_FALSE(d.failed());
+      decoding_pair alone;
+      CHECK(d.result.tokens == greedy(alone, cospec::standard{}, short_prompt, 30));
+    }
+  }
+}
+
+TEST_CASE("with configure_context_params a pass whose sequences feed different token counts is one computation",
+          "[llama_cpp][batch]") {
+  COSPEC_REQUIRE_MODELS();
+  auto model = load(models().large_gguf);
+  // Counts the computations of the logits ("result_output"), one per micro-batch llama.cpp runs.
+  static int outputs = 0;
+  const auto count_outputs = [](ggml_tensor* tensor, bool ask, void*) {
+    const bool logits = std::string_view(tensor->name) == "result_output";
+    if (!ask && logits) ++outputs;
+    return ask ? logits : true;
+  };
+  const auto computations = [&](llama_context_params params) {
+    params.cb_eval = count_outputs;
+    auto context = context_from(model.get(), params);
+    cospec::llama_cpp::batched_adapter engine(context.get(), 2);
+    const cospec::sequence_id a = engine.create_sequence();
+    const cospec::sequence_id b = engine.create_sequence();
+    const auto first = prompt_of(10, 7);
+    const auto second = prompt_of(10, 8);
+    const cospec::sequence_feed prompts[] = {{a, first, {}}, {b, second, {}}};
+    engine.feed(prompts);
+    // A verification of 6 tokens beside a single token, as CoS passes look.
+    std::vector<std::vector<float>> storage(7, std::vector<float>(engine.vocabulary_size()));
+    std::vector<std::span<float>> views(storage.begin(), storage.end());
+    const auto six = prompt_of(6, 9);
+    const auto one = prompt_of(1, 10);
+    const cospec::sequence_feed uneven[] = {{a, six, cospec::logit_outputs(views).first(6)},
+                                            {b, one, cospec::logit_outputs(views).subspan(6)}};
+    outputs = 0;
+    engine.feed(uneven);
+    return outputs;
+  };
+  CHECK(computations(context_params({512, 32, 2})) == 1);
+  // Where llama.cpp can split the cache per sequence, it splits such a pass too: the reason
+  // configure_context_params asks for one unified cache.
+  llama_context_params split = context_params({512, 32, 2});
+  if (split_cache_per_sequence(split)) CHECK(computations(split) > 1);
 }

@@ -1,20 +1,28 @@
 // cospec's adapters over llama.cpp (docs/adapters.md, "llama.cpp"): a single-sequence
-// model_adapter and a multi-sequence batched_model_adapter over one llama_context. This is the
-// one place where llama.cpp's return codes become exceptions. Not part of <cospec/cospec.hpp>:
-// include it where llama.h is on the include path (CMake: link cospec::llama_cpp).
+// model_adapter and a multi-sequence batched_model_adapter over one llama_context, and
+// configure_context_params, which sets the context parameters they need. This is the one place
+// where llama.cpp's return codes become exceptions. Not part of <cospec/cospec.hpp>: include it
+// where llama.h is on the include path (CMake: link cospec::llama_cpp).
 //
 // Targets the llama.cpp C API from January 2025 on (llama_vocab_n_tokens, llama_model_get_vocab,
-// llama_batch_init, llama_decode, llama_get_logits_ith). The call that removes a sequence's
-// cells was renamed twice; the one that exists is chosen at compile time, newest first:
-// llama_memory_seq_rm(llama_get_memory(ctx), ...) (mid 2025 on), llama_kv_self_seq_rm (March
-// 2025), llama_kv_cache_seq_rm (before). Tested on the snapshot of 2025-02-20 (c392e50).
+// llama_batch_init, llama_decode, llama_get_logits_ith). What changed since is found at compile
+// time, so one header serves every version:
+//  - the call that removes a sequence's cells, newest first: llama_memory_seq_rm(
+//    llama_get_memory(ctx), ...) (mid 2025 on), llama_kv_self_seq_rm (March 2025),
+//    llama_kv_cache_seq_rm (before);
+//  - a sequence's cells: llama_n_ctx_seq where it exists (late 2025 on: without kv_unified each
+//    of n_seq_max sequences gets n_ctx / n_seq_max), else llama_n_ctx (one cache shared by all);
+//  - the context parameters configure_context_params sets: kv_unified and flash_attn_type
+//    where they exist, flash_attn (a bool) before.
+// Tested on ggerganov/llama.cpp c392e50 (2025-02-20) and unslothai/llama.cpp d32676d (2026-08).
 #pragma once
 
 #include "cospec/abi.hpp"
 
 #include <algorithm>  // std::min, std::copy_n, std::find
 #include <cstddef>    // std::size_t
-#include <cstdint>    // std::int32_t
+#include <cstdint>    // std::int32_t, std::uint32_t
+#include <limits>     // std::numeric_limits
 #include <span>       // std::span
 #include <string>     // std::string, std::to_string
 #include <vector>     // std::vector
@@ -50,6 +58,17 @@ auto remove_cells(Context* context, llama_seq_id sequence, llama_pos from, ...)
   return llama_kv_cache_seq_rm(context, sequence, from, -1);
 }
 
+// The cells one sequence of the context may hold. llama_n_ctx_seq (late 2025 on) says it; before
+// it, every sequence could use the whole cache, llama_n_ctx. Found when instantiated, as above.
+template <class Context>
+auto cells_per_sequence(const Context* context, int) -> decltype(llama_n_ctx_seq(context)) {
+  return llama_n_ctx_seq(context);
+}
+template <class Context>
+std::uint32_t cells_per_sequence(const Context* context, long) {
+  return llama_n_ctx(context);
+}
+
 /// One sequence's part of a batch: where its tokens start in the text, and its rows.
 struct entry_plan {
   llama_seq_id sequence;
@@ -67,6 +86,8 @@ class context_driver {
     const llama_model* model = llama_get_model(context_);
     vocabulary_ = static_cast<std::size_t>(llama_vocab_n_tokens(llama_model_get_vocab(model)));
     batch_capacity_ = static_cast<std::size_t>(llama_n_batch(context_));
+    cells_ = llama_n_ctx(context_);
+    sequence_cells_ = cells_per_sequence(context_, 0);
     if (batch_capacity_ == 0) throw invalid_configuration("llama_cpp: the context's n_batch is 0");
     batch_ = llama_batch_init(static_cast<std::int32_t>(batch_capacity_), 0, 1);
   }
@@ -75,7 +96,8 @@ class context_driver {
   context_driver& operator=(const context_driver&) = delete;
 
   [[nodiscard]] std::size_t vocabulary_size() const noexcept { return vocabulary_; }
-  [[nodiscard]] std::size_t context_capacity() const noexcept { return llama_n_ctx(context_); }
+  /// The cells any one sequence may hold (llama_n_ctx_seq, or llama_n_ctx before it existed).
+  [[nodiscard]] std::size_t sequence_capacity() const noexcept { return sequence_cells_; }
   [[nodiscard]] llama_context* context() const noexcept { return context_; }
 
   /// Removes sequence `sequence`'s cells from `from` on. Throws backend_failure if llama.cpp
@@ -89,9 +111,17 @@ class context_driver {
 
   /// Decodes every entry's tokens, in chunks of at most n_batch tokens (llama_decode aborts the
   /// process on a longer batch), copying each entry's rows as the chunk that holds them ends.
-  /// All or nothing: if any chunk fails, every entry's cells from its first position on are
-  /// removed again, and the error is thrown (context_overflow for a full KV cache).
+  /// All or nothing: an entry that would end past its sequence's cells is a context_overflow
+  /// before anything is decoded; if any chunk fails, every entry's cells from its first position
+  /// on are removed again, and the error is thrown (context_overflow for a full KV cache).
   void decode(std::span<const entry_plan> entries) {
+    // Checked here because llama.cpp would take the earlier chunks before refusing one, and a
+    // sequence's own limit is below n_ctx when the cache is split per sequence.
+    for (const entry_plan& entry : entries)
+      if (entry.position + entry.tokens.size() > sequence_cells_)
+        throw context_overflow("llama_cpp: sequence " + std::to_string(entry.sequence) + " would hold " +
+                               std::to_string(entry.position + entry.tokens.size()) + " tokens, more than the " +
+                               std::to_string(sequence_cells_) + " cells a sequence of this context has");
     try {
       std::size_t filled = 0;
       for (std::size_t e = 0; e < entries.size(); ++e) {
@@ -144,8 +174,8 @@ class context_driver {
     pending_.clear();
     if (status == 1)
       throw context_overflow("llama_cpp: llama_decode found no KV-cache slot for " + std::to_string(filled) +
-                             " tokens (status 1): the context of " + std::to_string(context_capacity()) +
-                             " cells is full");
+                             " tokens (status 1): the KV cache (" + std::to_string(cells_) + " cells, " +
+                             std::to_string(sequence_cells_) + " for any one sequence) is full");
     if (status == 2) throw backend_failure("llama_cpp: llama_decode was aborted (status 2, the abort callback)");
     throw backend_failure("llama_cpp: llama_decode failed with status " + std::to_string(status));
   }
@@ -167,11 +197,58 @@ class context_driver {
   llama_context* context_;
   std::size_t vocabulary_ = 0;
   std::size_t batch_capacity_ = 0;
+  std::size_t cells_ = 0;           // llama_n_ctx
+  std::size_t sequence_cells_ = 0;  // cells_per_sequence
   llama_batch batch_{};
   std::vector<slot> pending_;  // what each token of the current chunk is
 };
 
+/// configure_context_params for the llama_context_params of the llama.h at hand: the fields are
+/// looked up when instantiated, so a version without one of them skips it.
+template <class Params>
+void apply_context_settings(Params& params, std::size_t sequences, bool fp32_attention) {
+  params.n_seq_max = static_cast<std::uint32_t>(sequences);
+  if constexpr (requires { params.kv_unified; }) params.kv_unified = true;
+  if (!fp32_attention) return;
+  params.type_k = GGML_TYPE_F32;
+  params.type_v = GGML_TYPE_F32;
+  if constexpr (requires { params.flash_attn_type; })
+    params.flash_attn_type = static_cast<decltype(params.flash_attn_type)>(0);  // LLAMA_FLASH_ATTN_TYPE_DISABLED,
+                                                                               // unknown to older headers
+  else if constexpr (requires { params.flash_attn; })
+    params.flash_attn = false;
+}
+
 }  // namespace detail
+
+/// What configure_context_params sets.
+struct context_settings {
+  /// n_seq_max: 1 for a sequence_adapter, the `sequences` given to a batched_adapter.
+  std::size_t sequences = 1;
+  /// Attention as an fp32 reference computes it: an F32 KV cache (type_k, type_v) and flash
+  /// attention off. llama.cpp's default F16 cache, and its CPU flash attention (on by default
+  /// from late 2025, "auto"), each move logits by about 1e-3 against fp32. cospec's exactness
+  /// does not need this; agreement with another engine's logits does.
+  bool fp32_attention = false;
+};
+
+/// Sets in `params` what cospec's adapters need of a llama_context, and leaves the rest (n_ctx,
+/// n_batch, n_ubatch, threads) to the caller (docs/adapters.md, "llama.cpp"):
+///  1. n_seq_max = settings.sequences;
+///  2. kv_unified = true where llama.cpp has it (mid 2025 on; before, the cache was always
+///     unified): one pool of n_ctx cells that every sequence may use, which keeps a pass whose
+///     sequences feed different token counts (a verification beside single tokens) in one
+///     micro-batch. Without it llama.cpp gives each sequence n_ctx / n_seq_max cells and
+///     splits such a pass into equal-length parts, one compute each. So give n_ctx room for all
+///     sequences at once;
+///  3. with settings.fp32_attention, type_k = type_v = GGML_TYPE_F32 and flash attention off
+///     (flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED, or flash_attn = false before it).
+/// Throws invalid_configuration for 0 sequences or more than n_seq_max can say.
+inline void configure_context_params(llama_context_params& params, const context_settings& settings) {
+  if (settings.sequences == 0 || settings.sequences > std::numeric_limits<std::uint32_t>::max())
+    throw invalid_configuration("llama_cpp: a context of " + std::to_string(settings.sequences) + " sequences");
+  detail::apply_context_settings(params, settings.sequences, settings.fp32_attention);
+}
 
 /// One sequence (id `sequence`, 0 by default) of a llama_context as a cospec::model_adapter.
 /// The context (and its model) stay the caller's and must outlive the adapter; give each
@@ -188,8 +265,10 @@ class sequence_adapter {
 
   [[nodiscard]] std::size_t vocabulary_size() const noexcept { return driver_.vocabulary_size(); }
   [[nodiscard]] std::size_t context_length() const noexcept { return length_; }
-  /// llama_n_ctx: the cells of the context, which every sequence in it shares.
-  [[nodiscard]] std::size_t context_limit() const noexcept { return driver_.context_capacity(); }
+  /// The cells its sequence may hold: llama_n_ctx_seq where llama.cpp has it (n_ctx / n_seq_max
+  /// for a context without kv_unified), else llama_n_ctx. Feeding past it is a
+  /// context_overflow before anything is decoded.
+  [[nodiscard]] std::size_t context_limit() const noexcept { return driver_.sequence_capacity(); }
 
   void feed(std::span<const token_id> tokens, logit_outputs rows) {
     check_rows(rows, tokens.size(), driver_.vocabulary_size());
@@ -229,9 +308,12 @@ class sequence_adapter {
 /// llama_kv_cache_seq_rm (or its successors) for rollback and release. `sequences` is the
 /// n_seq_max the context was created with (llama_n_seq_max cannot tell it: before mid 2025 it
 /// returns the KV cache's size); the constructor refuses more than llama_n_seq_max. Same
-/// ownership, counting and failure rules as sequence_adapter. All sequences share the
-/// context's n_ctx cells (llama.cpp's unified KV cache): context_limit(s) is n_ctx, and a pass
-/// that finds the cache full is a context_overflow for the requests in it.
+/// ownership, counting and failure rules as sequence_adapter. context_limit(s) is the cells
+/// one sequence may hold (llama_n_ctx_seq, else llama_n_ctx); in a unified KV cache the
+/// sequences share them, and a pass that finds the cache full is a context_overflow for the
+/// requests in it. Create the context with configure_context_params(params, {.sequences = S}):
+/// without kv_unified, llama.cpp (late 2025 on) splits a pass whose sequences feed different
+/// token counts into several, and speculation loses its gain.
 class batched_adapter {
  public:
   batched_adapter(llama_context* context, std::size_t sequences)
@@ -269,7 +351,7 @@ class batched_adapter {
   [[nodiscard]] std::size_t context_length(sequence_id s) const { return lengths_.at(check(s)); }
   [[nodiscard]] std::size_t context_limit(sequence_id s) const {
     check(s);
-    return driver_.context_capacity();
+    return driver_.sequence_capacity();
   }
 
   void truncate(sequence_id s, std::size_t length) {
