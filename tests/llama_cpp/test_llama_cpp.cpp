@@ -321,6 +321,36 @@ std::vector<token_id> greedy(decoding_pair& pair, Speculator speculator, const s
 
 }  // namespace
 
+TEST_CASE("token texts come from llama_token_to_piece: the output's text, stop strings and the vocabulary check",
+          "[llama_cpp][text]") {
+  COSPEC_REQUIRE_MODELS();
+  decoding_pair pair;
+  cospec::sampling_settings settings;
+  settings.temperature = 0.0f;
+  // Both models share the tokenizer, so the decoder's token-by-token check of the vocabularies passes.
+  cospec::decoder decoder(pair.pointers(), cospec::weighted_ensemble({0.5f, 0.5f}), cospec::alternating({2, 1}), settings);
+  cospec::generation_limits limits;
+  limits.max_new_tokens = 24;
+  const auto prompt = prompt_of(20, 3);
+  const auto result = decoder.generate(prompt, limits);
+  std::string expected;
+  for (token_id t : result.tokens) expected.append(pair.small->token_text(t));
+  CHECK(result.text == expected);
+  REQUIRE(expected.size() > 12);
+  // A stop string from the middle of the text, across token boundaries: the text ends before it.
+  const std::string stop = expected.substr(expected.size() / 2, 6);
+  limits.stop_strings = {stop};
+  std::string streamed;
+  limits.on_token = [&](const cospec::token_event& event) {
+    streamed.append(event.text);
+    return true;
+  };
+  const auto stopped = decoder.generate(prompt, limits);
+  CHECK(stopped.reason == cospec::finish_reason::stop_string);
+  CHECK(stopped.text == expected.substr(0, expected.find(stop)));
+  CHECK(streamed == stopped.text);
+}
+
 TEST_CASE("greedy decoding on llama.cpp is token-identical across standard, SD, CoS and adaptive", "[llama_cpp][greedy]") {
   COSPEC_REQUIRE_MODELS();
   decoding_pair pair;
@@ -369,7 +399,9 @@ TEST_CASE("an aborted decode is a backend_failure, and the decoder is exact afte
   CHECK(aborted >= 1);
 }
 
-TEST_CASE("a full context is a context_overflow, and the decoder is exact afterwards", "[llama_cpp][failure]") {
+TEST_CASE("a full context ends the request with its tokens, a prompt that does not fit is a context_overflow, and "
+          "the decoder is exact afterwards",
+          "[llama_cpp][failure]") {
   COSPEC_REQUIRE_MODELS();
   decoding_pair pair({256, 32, 1});
   REQUIRE(pair.large->context_limit() == 256);
@@ -379,7 +411,14 @@ TEST_CASE("a full context is a context_overflow, and the decoder is exact afterw
   cospec::decoder decoder(pair.pointers(), cospec::weighted_ensemble({0.5f, 0.5f}), cospec::alternating({2, 1}), settings);
   cospec::generation_limits limits;
   limits.max_new_tokens = 60;
-  CHECK_THROWS_AS(decoder.generate(prompt, limits), cospec::context_overflow);
+  // The models hold at most 256 tokens, which give the 257th: 37 tokens after 220.
+  const auto ended = decoder.generate(prompt, limits);
+  CHECK(ended.reason == cospec::finish_reason::context_limit);
+  REQUIRE(ended.tokens.size() == 37);
+  decoding_pair unlimited({512, 32, 1});
+  const auto reference = greedy(unlimited, cospec::standard{}, prompt, 37);
+  CHECK(ended.tokens == reference);
+  CHECK_THROWS_AS(decoder.generate(prompt_of(257), limits), cospec::context_overflow);
   limits.max_new_tokens = 10;
   decoding_pair fresh({256, 32, 1});
   CHECK(decoder.generate(prompt, limits).tokens == greedy(fresh, cospec::standard{}, prompt, 10));
@@ -523,12 +562,14 @@ TEST_CASE("the batch decoder keeps each request within its sequence's own limit"
   REQUIRE(done.size() == 2);
   for (const auto& d : done) {
     if (d.id == too_long) {
-      REQUIRE(d.failed());
-      // Refused by the decoder from the adapter's limit, not by llama_decode with the pass
-      // half done (which also ends the other requests of that pass).
-      CHECK_THROWS_AS(std::rethrow_exception(d.error), cospec::context_overflow);
-      CHECK_THROWS_WITH(std::rethrow_exception(d.error),
-                        Catch::Matchers::Contains("needs a context of 257 tokens; its context_limit() is 256"));
+      // Ended by the decoder at the sequence's own limit (256 of the context's 512 cells), its
+      // tokens kept, before llama_decode could refuse a pass half done (which would also end the
+      // other requests of that pass).
+      REQUIRE_FALSE(d.failed());
+      CHECK(d.result.reason == cospec::finish_reason::context_limit);
+      CHECK(d.result.tokens.size() == 256 + 1 - long_prompt.size());
+      decoding_pair alone({512, 32, 1});
+      CHECK(d.result.tokens == greedy(alone, cospec::standard{}, long_prompt, d.result.tokens.size()));
     } else {
       REQUIRE(d.id == fits);
       REQUIRE_FALSE(d.failed());

@@ -25,6 +25,7 @@
 #include <limits>     // std::numeric_limits
 #include <span>       // std::span
 #include <string>     // std::string, std::to_string
+#include <string_view>  // std::string_view
 #include <vector>     // std::vector
 
 #include <llama.h>
@@ -96,6 +97,21 @@ class context_driver {
   context_driver& operator=(const context_driver&) = delete;
 
   [[nodiscard]] std::size_t vocabulary_size() const noexcept { return vocabulary_; }
+
+  /// Token t's text (llama_token_to_piece, special tokens rendered, no leading space
+  /// stripped), valid until the next call.
+  [[nodiscard]] std::string_view token_text(token_id t) {
+    const llama_vocab* vocab = llama_model_get_vocab(llama_get_model(context_));
+    if (piece_.size() < 64) piece_.resize(64);
+    std::int32_t written =
+        llama_token_to_piece(vocab, t, piece_.data(), static_cast<std::int32_t>(piece_.size()), 0, true);
+    if (written < 0) {  // the buffer was too small: -written is the size it needs
+      piece_.resize(static_cast<std::size_t>(-written));
+      written = llama_token_to_piece(vocab, t, piece_.data(), static_cast<std::int32_t>(piece_.size()), 0, true);
+    }
+    return std::string_view(piece_.data(), written > 0 ? static_cast<std::size_t>(written) : 0);
+  }
+
   /// The cells any one sequence may hold (llama_n_ctx_seq, or llama_n_ctx before it existed).
   [[nodiscard]] std::size_t sequence_capacity() const noexcept { return sequence_cells_; }
   [[nodiscard]] llama_context* context() const noexcept { return context_; }
@@ -201,6 +217,7 @@ class context_driver {
   std::size_t sequence_cells_ = 0;  // cells_per_sequence
   llama_batch batch_{};
   std::vector<slot> pending_;  // what each token of the current chunk is
+  std::vector<char> piece_;    // token_text's buffer
 };
 
 /// configure_context_params for the llama_context_params of the llama.h at hand: the fields are
@@ -265,6 +282,8 @@ class sequence_adapter {
 
   [[nodiscard]] std::size_t vocabulary_size() const noexcept { return driver_.vocabulary_size(); }
   [[nodiscard]] std::size_t context_length() const noexcept { return length_; }
+  /// Token t's text (adapter_with_token_text): llama_token_to_piece, valid until the next call.
+  [[nodiscard]] std::string_view token_text(token_id t) { return driver_.token_text(t); }
   /// The cells its sequence may hold: llama_n_ctx_seq where llama.cpp has it (n_ctx / n_seq_max
   /// for a context without kv_unified), else llama_n_ctx. Feeding past it is a
   /// context_overflow before anything is decoded.
@@ -326,11 +345,13 @@ class batched_adapter {
 
   [[nodiscard]] std::size_t vocabulary_size() const noexcept { return driver_.vocabulary_size(); }
   [[nodiscard]] std::size_t max_sequences() const noexcept { return alive_.size(); }
+  /// Token t's text (adapter_with_token_text): llama_token_to_piece, valid until the next call.
+  [[nodiscard]] std::string_view token_text(token_id t) { return driver_.token_text(t); }
 
   sequence_id create_sequence() {
     const auto free = std::find(alive_.begin(), alive_.end(), false);
     if (free == alive_.end())
-      throw usage_error("llama_cpp: all " + std::to_string(alive_.size()) + " sequences (n_seq_max) are in use");
+      throw capacity_exceeded("llama_cpp: all " + std::to_string(alive_.size()) + " sequences (n_seq_max) are in use");
     const auto s = static_cast<std::size_t>(free - alive_.begin());
     driver_.remove(static_cast<llama_seq_id>(s), 0);
     *free = true;
