@@ -2,11 +2,14 @@
 //
 // For a weighted ensemble of two and of three models, and for contrastive decoding at
 // temperature 0 and 1, it runs standard collaborative decoding, speculative decoding with a
-// fixed proposer (SD) and CoS (alternating proposers) on the same prompts, and, where the
-// target is a mixture (weighted ensembles sampled at T > 0 without penalties), mixture
-// sampling and its speculative form; it prints one table: passes per model, acceptance rates,
-// cost under the paper's cost model (virtual time, with cost ratios like the paper's model
-// pairs), wall time, and speedups over standard.
+// fixed proposer (SD) and CoS (alternating proposers) on the same prompts, standard decoding and
+// CoS with proposals from the context (+ctx), where the target is a mixture (weighted
+// ensembles sampled at T > 0 without penalties) mixture sampling and its speculative form, and
+// the automatic choice (auto); it prints one table: passes per model, acceptance rates, cost
+// under the paper's cost model (virtual time, with cost ratios like the paper's model pairs),
+// wall time, and speedups over standard. One greedy setting's text repeats its prompt (a passage of the
+// training text, then its first words again: the models, trained on that text, go on quoting
+// it), as summaries, answers about a document and code edits quote their context.
 // Greedy runs are checked to be token-identical across methods; the program fails if not.
 // --p-min P lets CoS end a proposer's run early (docs/benchmarks.md, "Ending runs early").
 // --repeat-penalty and its companions penalise repeated tokens in every setting, and
@@ -14,6 +17,7 @@
 // (docs/benchmarks.md, "Penalties on proposals").
 #include <cospec/cospec.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -177,6 +181,7 @@ struct setting {
   std::vector<std::size_t> cos_gammas;
   std::size_t sd_proposer = 0;
   std::size_t sd_gamma = 1;
+  bool repeats = false;  // prompts that repeat a passage (see make_repeating_prompts)
 
   /// Mixture sampling applies: a weighted ensemble sampled without transforms.
   [[nodiscard]] bool mixture() const {
@@ -191,6 +196,7 @@ struct method_run {
   std::size_t tokens = 0;
   std::vector<std::size_t> passes;
   std::vector<std::size_t> proposed, accepted;
+  std::size_t context_proposed = 0, context_accepted = 0;
   std::size_t invocations = 0;
   double virtual_time = 0.0;
   double wall_seconds = 0.0;
@@ -231,6 +237,8 @@ method_run run_method(const std::string& method, const setting& s, const std::sh
       run.proposed[k] += st.proposers[k].proposed;
       run.accepted[k] += st.proposers[k].accepted;
     }
+    run.context_proposed += st.context.proposed;
+    run.context_accepted += st.context.accepted;
     run.outputs.push_back(result.tokens);
   }
   return run;
@@ -241,12 +249,20 @@ std::vector<method_run> compare(const setting& s, const std::shared_ptr<const ng
                                 const Combiner& combiner, const std::vector<std::vector<token_id>>& prompts,
                                 const demo_options& options) {
   std::vector<method_run> runs;
+  constexpr std::size_t context = 8;  // proposals from the context per invocation (+ctx rows)
   runs.push_back(run_method("standard", s, stats, combiner, cospec::standard{}, prompts, options.tokens, options.seed,
                             options.latency_us));
+  runs.push_back(run_method("standard+ctx", s, stats, combiner, cospec::with_context_proposals(cospec::standard{}, context),
+                            prompts, options.tokens, options.seed, options.latency_us));
   runs.push_back(run_method("SD", s, stats, combiner, cospec::fixed_proposer(s.sd_proposer, s.sd_gamma), prompts,
                             options.tokens, options.seed, options.latency_us));
   runs.push_back(run_method("CoS", s, stats, combiner, cospec::alternating(s.cos_gammas, {}, options.p_min), prompts,
                             options.tokens, options.seed, options.latency_us));
+  runs.push_back(run_method("CoS+ctx", s, stats, combiner,
+                            cospec::with_context_proposals(cospec::alternating(s.cos_gammas, {}, options.p_min), context),
+                            prompts, options.tokens, options.seed, options.latency_us));
+  cospec::automatic_options automatic;
+  for (const cospec::pass_cost& cost : s.costs) automatic.pass_costs.push_back(cost.per_pass);
   if (s.mixture()) {
     // Plain: only the drawn model runs. Speculative: cheaper models may propose runs, priced
     // with the setting's pass costs (the same cost ratio the clock charges).
@@ -258,7 +274,12 @@ std::vector<method_run> compare(const setting& s, const std::shared_ptr<const ng
                               options.tokens, options.seed, options.latency_us));
     runs.push_back(run_method("mixture+spec", s, stats, combiner, cospec::mixture_sampling(s.orders.size(), speculative),
                               prompts, options.tokens, options.seed, options.latency_us));
+    runs.push_back(run_method("mix+spec+ctx", s, stats, combiner,
+                              cospec::with_context_proposals(cospec::mixture_sampling(s.orders.size(), speculative), context),
+                              prompts, options.tokens, options.seed, options.latency_us));
   }
+  runs.push_back(run_method("auto", s, stats, combiner, cospec::automatic(s.orders.size(), automatic), prompts,
+                            options.tokens, options.seed, options.latency_us));
   return runs;
 }
 
@@ -280,6 +301,12 @@ std::string printable(std::string text) {
 
 std::string acceptance(const method_run& run) {
   std::string text;
+  if (run.context_proposed > 0) {
+    char cell[24];
+    std::snprintf(cell, sizeof cell, "c%.2f ", static_cast<double>(run.context_accepted) /
+                                                   static_cast<double>(run.context_proposed));
+    text += cell;
+  }
   for (std::size_t k = 0; k < run.proposed.size(); ++k) {
     char cell[16];
     if (run.proposed[k] == 0) std::snprintf(cell, sizeof cell, "-");
@@ -339,7 +366,21 @@ int main(int argc, char** argv) try {
        {options.contrastive_gammas[1], options.contrastive_gammas[0]}, 1, options.contrastive_gammas[0]},
       {"CD, T=0, tiny amateur 1:100", {large, small}, {{100, 0}, {1, 0}}, at(0.0f), true, {},
        {1, 5}, 1, 5},
+      {"WE, 1:8, T=0, text repeats", {medium, large}, {{1, 0}, {8, 0}}, at(0.0f), false,
+       options.ensemble_weights, {3, 1}, 0, 3, true},
   };
+  // The repeating setting's prompts: a passage of the training text (160 characters), then its
+  // first 24 characters again, so that the models, which learnt the passage, go on quoting it.
+  std::vector<std::vector<token_id>> repeating_prompts;
+  for (const auto& prompt : prompts) {
+    const auto start = static_cast<std::size_t>(
+        std::search(text.begin(), text.end(), prompt.begin(), prompt.end()) - text.begin());
+    const std::size_t length = std::min<std::size_t>(160, text.size() - start);
+    std::vector<token_id> passage(text.begin() + static_cast<std::ptrdiff_t>(start),
+                                  text.begin() + static_cast<std::ptrdiff_t>(start + length));
+    passage.insert(passage.end(), prompt.begin(), prompt.end());
+    repeating_prompts.push_back(std::move(passage));
+  }
 
   std::printf("\ncospec %s demo: %zu prompts x %zu tokens, character n-gram models (orders %s) trained on %zu characters\n",
               cospec::version_string, options.prompts, options.tokens, join(options.orders, "/").c_str(), text.size());
@@ -356,7 +397,7 @@ int main(int argc, char** argv) try {
                 static_cast<double>(options.penalties.repeat), static_cast<double>(options.penalties.frequency),
                 static_cast<double>(options.penalties.presence), static_cast<long long>(options.penalties.last_n),
                 options.process_proposals ? "yes" : "no");
-  std::printf("%-28s %-12s %7s %-16s %-15s %11s %8s %9s %8s", "setting", "method", "tokens", "passes/model",
+  std::printf("%-28s %-12s %7s %-16s %-20s %11s %8s %9s %8s", "setting", "method", "tokens", "passes/model",
               "acceptance", "cost/token", "speedup", "wall ms", "speedup");
   if (options.details) std::printf(" %11s %8s", "invocations", "tok/inv");
   std::printf("\n");
@@ -366,16 +407,22 @@ int main(int argc, char** argv) try {
   for (std::size_t index = 0; index < settings.size(); ++index) {
     const setting& s = settings[index];
     std::fprintf(stderr, "[%zu/%zu] %s...\n", index + 1, settings.size(), s.name.c_str());
+    const auto& setting_prompts = s.repeats ? repeating_prompts : prompts;
     const std::vector<method_run> runs =
-        s.contrastive ? compare(s, stats, cospec::contrastive_decoding(options.mu), prompts, options)
-                      : compare(s, stats, cospec::weighted_ensemble(s.weights), prompts, options);
+        s.contrastive ? compare(s, stats, cospec::contrastive_decoding(options.mu), setting_prompts, options)
+                      : compare(s, stats, cospec::weighted_ensemble(s.weights), setting_prompts, options);
+    const auto named = [&](const char* method) -> const method_run& {
+      for (const method_run& run : runs)
+        if (run.method == method) return run;
+      return runs.front();
+    };
     const method_run& standard = runs[0];
     for (const method_run& run : runs) {
       const double cost = run.virtual_time / static_cast<double>(run.tokens);
       const double standard_cost = standard.virtual_time / static_cast<double>(standard.tokens);
       const double wall = run.wall_seconds / static_cast<double>(run.tokens);
       const double standard_wall = standard.wall_seconds / static_cast<double>(standard.tokens);
-      std::printf("%-28s %-12s %7zu %-16s %-15s %11.2f %7.2fx %9.1f %7.2fx", &run == &runs[0] ? s.name.c_str() : "",
+      std::printf("%-28s %-12s %7zu %-16s %-20s %11.2f %7.2fx %9.1f %7.2fx", &run == &runs[0] ? s.name.c_str() : "",
                   run.method.c_str(), run.tokens, join(run.passes, "/").c_str(), acceptance(run).c_str(), cost,
                   standard_cost / cost, run.wall_seconds * 1e3, standard_wall / wall);
       if (options.details)
@@ -388,17 +435,20 @@ int main(int argc, char** argv) try {
         identical = identical && run.outputs == standard.outputs;
         ++greedy_checks;
       }
-      if (contrastive_sample.empty()) contrastive_sample = vocabulary.decode(runs[2].outputs[0]);
+      if (contrastive_sample.empty()) contrastive_sample = vocabulary.decode(named("CoS").outputs[0]);
     } else if (ensemble_sample.empty()) {
-      ensemble_sample = vocabulary.decode(runs[2].outputs[0]);
+      ensemble_sample = vocabulary.decode(named("CoS").outputs[0]);
     }
   }
   std::printf("\nprompt:           \"%s\"\n", printable(vocabulary.decode(prompts[0])).c_str());
   if (!ensemble_sample.empty()) std::printf("CoS, WE 2 models: \"%s\"\n", printable(ensemble_sample).c_str());
   if (!contrastive_sample.empty()) std::printf("CoS, CD T=0:      \"%s\"\n", printable(contrastive_sample).c_str());
-  std::printf("\ngreedy outputs identical across standard, SD and CoS (checked, %zu runs x %zu prompts): %s\n",
+  std::printf("\ngreedy outputs identical across every method (checked, %zu runs x %zu prompts): %s\n",
               greedy_checks, options.prompts, identical ? "yes" : "NO");
-  std::printf("acceptance: per model, the share of its proposals accepted ('-' = never proposed).\n"
+  std::printf("acceptance: per model, the share of its proposals accepted ('-' = never proposed); cX: of the\n"
+              "proposals from the context. +ctx: up to 8 proposals from the context per invocation; auto: cospec::automatic.\n"
+              "The last setting's (greedy) prompts are a 160-character passage of the training text followed by its first\n"
+              "24 characters again: the models go on quoting it, as a summary or an edit quotes its source.\n"
               "Wall time includes everything cospec does per token; the gap between the two speedups is its overhead.\n"
               "Total %.1f s.\n",
               std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());

@@ -567,3 +567,46 @@ TEST_CASE("the enumeration rejects mixture sampling with the draw made after the
   const run_totals right = decode(configs, weights, plain(2));
   CHECK(consistent("the same run with a model that skips nothing", expected, right.counts));
 }
+
+// ===== switching within a request ============================================================
+
+namespace {
+
+/// Settles mixture positions by mixture sampling for two tokens, then by collaborative decoding
+/// for two, and so on (mixture_switching_speculator), deciding from the count of tokens so far.
+class switching_policy {
+ public:
+  [[nodiscard]] bool wants_mixture() const noexcept { return true; }
+  bool mixture_now(const cospec::schedule_view& view) { return view.generated() % 4 < 2; }
+  void check(std::size_t n) const { inner_.check(n); }
+  cospec::invocation next(const cospec::schedule_view& view) const { return inner_.next(view); }
+
+ private:
+  cospec::mixture_sampling inner_{2};
+};
+static_assert(cospec::mixture_switching_speculator<switching_policy>);
+
+}  // namespace
+
+TEST_CASE("switching between mixture sampling and collaborative decoding within a request stays exact",
+          "[mixture][exactness][switching]") {
+  const std::vector<double> weights{0.3, 0.7};
+  const auto configs = model_set(2);
+  auto models = cospec::testing::models_of(configs);
+  cospec::decoder decoder(cospec::testing::pointers(models), cospec::weighted_ensemble(as_floats(weights)),
+                          switching_policy{});
+  sequence_counts counts;
+  std::size_t drawn = 0;
+  cospec::generation_limits limits;
+  limits.max_new_tokens = length;
+  for (std::size_t trial = 0; trial < trials; ++trial) {
+    limits.seed = 31 * trial + 1;
+    const auto result = decoder.generate(prompt, limits);
+    ++counts[result.tokens];
+    for (const auto& m : result.statistics.models) drawn += m.draws;
+  }
+  CHECK(consistent("switching every two tokens", expected_for(configs, weights), counts));
+  // Two of every three positions (0, 1 of each four, and the third token's position 2 is not)
+  // were decided by a draw.
+  CHECK(drawn == 2 * trials);
+}

@@ -387,6 +387,7 @@ class session {
       banning_stops_ = limits_.min_tokens > 0 && !limits_.stop_tokens.empty();
       if (banning_stops_) target_.set_bannable(limits_.stop_tokens);
       mixture_ = false;
+      mixture_eligible_ = false;
       if constexpr (mixture_speculator<Speculator> && combiner_with_mixture_weights<Combiner>) {
         // Mixture sampling needs the target to be the mixture itself, and no report that would
         // need the rows of models that were not drawn.
@@ -425,6 +426,7 @@ class session {
       scoring_ = true;
       banning_stops_ = false;
       mixture_ = false;
+      mixture_eligible_ = false;
       phase_ = phase::deciding;
     }
 
@@ -584,8 +586,11 @@ class session {
     /// A greedy proposal's largest logit (its argmax's), or NaN (a processed proposal).
     [[nodiscard]] float& proposal_max(std::size_t slot) noexcept { return proposal_maxima_[ring(slot)]; }
     [[nodiscard]] schedule_view view() const noexcept {
-      if (mixture_) return schedule_view(vocabularies_.size(), pending_count(), scored_flags_, proposers_, draws_, draws_head_);
-      return schedule_view(vocabularies_.size(), pending_count(), scored_flags_, proposers_);
+      const std::size_t generated = committed_ - prompt_size_;
+      if (mixture_)
+        return schedule_view(vocabularies_.size(), pending_count(), scored_flags_, proposers_, draws_, draws_head_,
+                             generated);
+      return schedule_view(vocabularies_.size(), pending_count(), scored_flags_, proposers_, {}, 0, generated);
     }
 
     // ---- mixture sampling (docs/algorithm.md, "Mixture sampling") ----------------------
@@ -612,6 +617,7 @@ class session {
       for (std::size_t& draw : draws_) draw = draw_one();
       draws_head_ = 0;
       mixture_ = true;
+      mixture_eligible_ = true;
     }
 
     /// The first model whose cumulative weight exceeds a uniform: model k with probability w_k
@@ -809,6 +815,17 @@ class session {
         settle();
         if (stop_) return false;
         if (!invocation_) {
+          // A safe point (nothing pending): a policy that switches between mixture sampling and
+          // collaborative decoding decides here for the coming positions, from the past alone
+          // (docs/algorithm.md, "Mixture sampling": a choice that looked at a coming draw would
+          // bias its position).
+          if constexpr (mixture_switching_speculator<Speculator>) {
+            if (mixture_eligible_ && pending_count() == 0) {
+              const std::size_t generated = committed_ - prompt_size_;
+              mixture_ = speculator_.mixture_now(
+                  schedule_view(vocabularies_.size(), 0, scored_flags_, proposers_, {}, 0, generated));
+            }
+          }
           invocation next = speculator_.next(view());
           if (next.model >= vocabularies_.size())
             throw usage_error("speculator chose model " + std::to_string(next.model) + " of " +
@@ -822,9 +839,10 @@ class session {
           ++stats.models[k].invocations;
           invocation_ = current_invocation{k, next.proposals, 0, stats.rejections, false, false,
                                            next.context_proposals, false};
-          // With nothing pending, the context's proposals start the chain: this model's pass
-          // scores them, and its own proposals, if any, go on after them.
-          if (next.context_proposals > 0 && pending_count() == 0) {
+          // A model that proposes nothing, with nothing pending, scores the context's proposals
+          // in its own pass; a model that proposes has them after its own proposals (so that a
+          // wrong one costs none of the model's).
+          if (next.proposals == 0 && next.context_proposals > 0 && pending_count() == 0) {
             invocation_->looked_up = true;
             propose_from_context(next.context_proposals);
           }
@@ -1132,7 +1150,7 @@ class session {
     /// Commits the token in slot 0 (already in text_): slot 1 becomes slot 0.
     void advance() {
       ++committed_;
-      if (mixture_) next_draw();
+      if (mixture_eligible_) next_draw();
       head_ = ring(1);
       scored_flags_.erase(scored_flags_.begin(), scored_flags_.begin() + static_cast<std::ptrdiff_t>(vocabularies_.size()));
       if (scored_flags_.empty()) scored_flags_.assign(vocabularies_.size(), 0);
@@ -1145,7 +1163,7 @@ class session {
       text_.resize(committed_);
       text_.push_back(replacement);
       ++committed_;
-      if (mixture_) next_draw();
+      if (mixture_eligible_) next_draw();
       reset_slots();
       const std::size_t rejected_position = committed_ - 1;
       for (std::size_t& f : fed_) f = std::min(f, rejected_position);
@@ -1343,7 +1361,8 @@ class session {
     detail::row_storage target_row_;
     detail::row_storage proposal_scratch_;  // a greedy proposer's processed logits
 
-    bool mixture_ = false;                     // this request runs as mixture sampling
+    bool mixture_ = false;                     // the coming positions are decided by draws
+    bool mixture_eligible_ = false;            // this request's target is the mixture: draws are made
     std::vector<double> mixture_cumulative_;   // per model: its weight plus those before it
     std::vector<std::size_t> draws_;           // ring of the drawn models of slots 0 .. max_pending + 1
     std::size_t draws_head_ = 0;

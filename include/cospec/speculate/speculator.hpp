@@ -25,16 +25,19 @@ class schedule_view {
  public:
   schedule_view(std::size_t model_count, std::size_t pending_count, std::span<const unsigned char> scored,
                 std::span<const std::size_t> proposers, std::span<const std::size_t> draws = {},
-                std::size_t draws_head = 0) noexcept
+                std::size_t draws_head = 0, std::size_t generated = 0) noexcept
       : model_count_(model_count),
         pending_count_(pending_count),
         scored_(scored),
         proposers_(proposers),
         draws_(draws),
-        draws_head_(draws_head) {}
+        draws_head_(draws_head),
+        generated_(generated) {}
 
   [[nodiscard]] std::size_t model_count() const noexcept { return model_count_; }
   [[nodiscard]] std::size_t pending_count() const noexcept { return pending_count_; }
+  /// Tokens the request has committed so far (the output's length).
+  [[nodiscard]] std::size_t generated() const noexcept { return generated_; }
   /// Whether `model` knows its distribution at `slot` (0 <= slot <= pending_count()).
   [[nodiscard]] bool scored(std::size_t model, std::size_t slot) const noexcept {
     return scored_[slot * model_count_ + model] != 0;
@@ -66,6 +69,7 @@ class schedule_view {
   std::span<const std::size_t> proposers_;
   std::span<const std::size_t> draws_;
   std::size_t draws_head_;
+  std::size_t generated_;
 };
 
 /// One invocation (docs/algorithm.md, "Invocations"): `model` feeds every token it has not
@@ -172,6 +176,17 @@ concept advisable_speculator = requires(S& s, const S& cs, batch_advice advice) 
 template <class S>
 concept mixture_speculator = requires(const S& cs) {
   { cs.wants_mixture() } -> std::same_as<bool>;
+};
+
+/// Mixture speculators that switch, within a request whose target is the mixture, between
+/// mixture sampling and collaborative decoding: the session calls `s.mixture_now(view)` at every
+/// point where nothing is pending (with a view that shows no draw), and the answer decides how
+/// the coming positions are settled. The answer may depend on anything past (costs, outcomes,
+/// tokens), never on a draw of a position not yet committed, which the view withholds: a
+/// choice made after seeing a position's draw would change the law of its token.
+template <class S>
+concept mixture_switching_speculator = requires(S& s, const schedule_view& view) {
+  { s.mixture_now(view) } -> std::same_as<bool>;
 };
 
 /// Mixture speculators that learn acceptance per pair: under mixture sampling, the session
