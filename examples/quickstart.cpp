@@ -1,4 +1,4 @@
-// The README's quick example: two models, a weighted ensemble, CoS speculation.
+// The README's quick example: two models, a weighted ensemble, the automatic choice of method.
 #include <cospec/cospec.hpp>
 
 #include <cstdio>
@@ -15,8 +15,10 @@ int main() {
   cospec::sampling_settings sampling;
   sampling.temperature = 1.0f;
   sampling.seed = 42;
-  cospec::decoder decoder(models, cospec::weighted_ensemble({0.5f, 0.5f}),
-                          cospec::alternating({/*small*/ 3, /*large*/ 1}), sampling);
+  // The small model's pass costs a quarter of the large one's: the policy plans with that.
+  cospec::automatic_options costs;
+  costs.pass_costs = {1.0, 4.0};
+  cospec::decoder decoder(models, cospec::weighted_ensemble({0.5f, 0.5f}), cospec::automatic(2, costs), sampling);
 
   cospec::generation_limits limits;
   limits.max_new_tokens = 32;
@@ -24,6 +26,6 @@ int main() {
 
   for (cospec::token_id token : result.tokens) std::printf("%d ", token);
   const auto& stats = result.statistics;
-  std::printf("\n%zu tokens, %zu forward passes (standard decoding: %zu), small model's acceptance %.2f\n",
-              stats.tokens, stats.forward_passes(), 2 * stats.tokens, stats.proposers[0].acceptance_rate());
+  std::printf("\n%zu tokens, %zu forward passes of the large model (standard decoding: %zu), mixture sampling: %s\n",
+              stats.tokens, stats.models[1].forward_passes, stats.tokens, stats.mixture ? "yes" : "no");
 }

@@ -39,7 +39,8 @@ const char* const usage = R"(usage: cospec-llama --model TARGET.gguf --draft DRA
   --tokens N         tokens generated per prompt (default 64)
   --gamma G          the draft's proposal length for SD and CoS (default 2)
   --temperature T    0 is greedy and checks token identity (default 0); T > 0 adds mixture
-                     sampling, plain (mixture) and speculative (mixture+spec)
+                     sampling, plain (mixture) and speculative (mixture+spec); every run but
+                     --target-only also has the automatic choice (auto)
   --small-weight W   the draft's weight in the ensemble; the target has 1 - W (default 0.5)
   --threads N        n_threads and n_threads_batch of both contexts (default 2)
   --requests S       concurrent requests through one batch decoder (default 1: one decoder)
@@ -218,7 +219,7 @@ int main(int argc, char** argv) try {
   // has no penalties). Towards the target alone only SD is the peer's work: CoS, adaptive and
   // mixture sampling would let the draft, whose weight is 0, verify nothing and propose in vain.
   const bool mixture = o.temperature > 0.0f && !o.target_only;
-  std::vector<method_run> runs(o.target_only ? 2 : mixture ? 6 : 4);
+  std::vector<method_run> runs(o.target_only ? 2 : mixture ? 7 : 5);
   runs[0].name = "standard";
   runs[1].name = "SD g=" + std::to_string(o.gamma);
   run_method(runs[0], cospec::standard{}, small.get(), large.get(), o, prompts);
@@ -240,6 +241,13 @@ int main(int argc, char** argv) try {
     speculative.max_gamma = 6;
     speculative.fallback = measured;
     run_method(runs[5], cospec::mixture_sampling(2, speculative), small.get(), large.get(), o, prompts);
+  }
+  if (!o.target_only) {
+    // The automatic choice (cospec's default), planning with measured costs like adaptive.
+    cospec::automatic_options automatic;
+    automatic.measure_pass_costs = true;
+    runs.back().name = "auto";
+    run_method(runs.back(), cospec::automatic(2, automatic), small.get(), large.get(), o, prompts);
   }
 
   const double reference = static_cast<double>(runs[0].tokens) / runs[0].seconds;

@@ -1,8 +1,8 @@
 // cospec on a real inference stack: a weighted ensemble of a llama-architecture transformer
 // and a small draft, decoded by standard collaborative decoding, speculative decoding with the
 // draft as the only proposer (SD), CoS (the models alternate as proposers), the adaptive
-// policy and, when sampling without penalties, mixture sampling (only the model drawn for a
-// token runs) and its speculative form. Prints wall-clock tokens per second, the speedup of each method over standard
+// policy, when sampling without penalties mixture sampling (only the model drawn for a token
+// runs) and its speculative form, and the automatic choice (auto, cospec's default). Prints wall-clock tokens per second, the speedup of each method over standard
 // decoding and the acceptance rates, and exits non-zero unless every method's greedy output is
 // token-identical to standard decoding's (docs/benchmarks.md, "Transformer").
 //
@@ -281,7 +281,7 @@ int main(int argc, char** argv) try {
   // Mixture sampling applies where the target is the mixture itself: sampling, no penalties.
   const bool mixture = options.temperature > 0.0f && !options.penalties.active();
   const std::size_t adaptive_row = 1 + 2 * options.gammas.size();
-  std::vector<method_result> results(adaptive_row + 1 + (mixture ? 2 : 0));
+  std::vector<method_result> results(adaptive_row + 2 + (mixture ? 2 : 0));
   results.front().name = "standard";
   for (std::size_t g = 0; g < options.gammas.size(); ++g) {
     results[1 + g].name = "SD g=" + std::to_string(options.gammas[g]);
@@ -292,6 +292,7 @@ int main(int argc, char** argv) try {
     results[adaptive_row + 1].name = "mixture";
     results[adaptive_row + 2].name = "mixture+spec";
   }
+  results.back().name = "auto";
   for (const auto& prompt : prompts) {
     run_method(results.front(), cospec::standard{}, pair, team, options, prompt);
     for (std::size_t g = 0; g < options.gammas.size(); ++g) {
@@ -313,6 +314,10 @@ int main(int argc, char** argv) try {
       speculative.fallback = measured;
       run_method(results[adaptive_row + 2], cospec::mixture_sampling(2, speculative), pair, team, options, prompt);
     }
+    // The automatic choice, planning with measured costs like the adaptive row.
+    cospec::automatic_options automatic;
+    automatic.measure_pass_costs = true;
+    run_method(results.back(), cospec::automatic(2, automatic), pair, team, options, prompt);
   }
 
   const method_result& reference = results.front();

@@ -157,8 +157,8 @@ inline cospec::pass_cost fit_pass_cost(const std::shared_ptr<const transformer_w
   return {std::max(0.0, one - per_token), per_token};
 }
 
-/// Standard, SD, CoS, adaptive and (when sampling) mixture sampling, plain and speculative, in
-/// turn on the same requests.
+/// Standard, SD, CoS, adaptive, (when sampling) mixture sampling, plain and speculative, and the
+/// automatic choice, in turn on the same requests.
 inline std::vector<serving_run> serve_every_method(const serving_setup& setup,
                                                    const std::vector<std::vector<token_id>>& prompts) {
   const std::string g = std::to_string(setup.gamma);
@@ -181,6 +181,10 @@ inline std::vector<serving_run> serve_every_method(const serving_setup& setup,
     runs.push_back(serve_requests("mixture", cospec::mixture_sampling(2), setup, prompts));
     runs.push_back(serve_requests("mixture+spec", cospec::mixture_sampling(2, speculative), setup, prompts));
   }
+  // The automatic choice (the batch decoder's default), with measured costs like adaptive.
+  cospec::automatic_options automatic;
+  automatic.measure_pass_costs = true;
+  runs.push_back(serve_requests("auto", cospec::automatic(2, automatic), setup, prompts));
   return runs;
 }
 
