@@ -3,6 +3,7 @@
 
 #include "cospec/speculate/adaptive.hpp"
 #include "cospec/speculate/alternating.hpp"
+#include "cospec/speculate/any_speculator.hpp"
 #include "cospec/speculate/automatic.hpp"
 #include "cospec/speculate/context_lookup.hpp"
 #include "cospec/speculate/context_proposals.hpp"

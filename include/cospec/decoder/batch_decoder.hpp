@@ -186,17 +186,19 @@ class batch_decoder {
 
   /// The same with this request's own combination (per-request parameters: other ensemble
   /// weights, another contrastive mu; with any_combiner another recipe), which must combine
-  /// model_count() models (invalid_configuration otherwise).
+  /// model_count() models (invalid_configuration otherwise), and its own speculator (another
+  /// value of the type; with any_speculator another policy), checked the same way.
   request_id submit(std::span<const token_id> prompt, const sampling_settings& settings, const generation_limits& limits,
-                    std::optional<Combiner> combiner) {
+                    std::optional<Combiner> combiner, std::optional<Speculator> speculator = std::nullopt) {
     detail::check_prompt(prompt, vocabulary_);
     validate(settings, vocabulary_);
     detail::check_limits(limits, vocabulary_, static_cast<bool>(options_.token_text));
     check_combination(combiner);
+    if (speculator) speculator->check(models_.size());
     check_room();
     const request_id id = next_id_++;
     waiting_.push_back({id, std::vector<token_id>(prompt.begin(), prompt.end()), settings, limits, clock::now(),
-                        std::move(combiner), {}, {}});
+                        std::move(combiner), {}, {}, std::move(speculator)});
     return id;
   }
 
@@ -216,7 +218,7 @@ class batch_decoder {
     const request_id id = next_id_++;
     waiting_.push_back({id, std::vector<token_id>(context.begin(), context.end()), sampling_settings{},
                         generation_limits{}, clock::now(), std::move(combiner),
-                        std::vector<token_id>(continuation.begin(), continuation.end()), options});
+                        std::vector<token_id>(continuation.begin(), continuation.end()), options, std::nullopt});
     return id;
   }
 
@@ -322,6 +324,7 @@ class batch_decoder {
     std::optional<Combiner> combiner;   // the request's own, or the decoder's
     std::vector<token_id> continuation;  // non-empty: a scoring request
     scoring_options scoring;
+    std::optional<Speculator> speculator;  // the request's own, or the decoder's
   };
 
   void check_combination(const std::optional<Combiner>& combiner) const {
@@ -378,7 +381,8 @@ class batch_decoder {
       // The request leaves the queue only once nothing can fail before it is running or ended.
       std::optional<session<Combiner, Speculator>> decoding;
       try {
-        decoding.emplace(waiting_.front().combiner ? *waiting_.front().combiner : combiner_, speculator_,
+        const waiting_request& w = waiting_.front();
+        decoding.emplace(w.combiner ? *w.combiner : combiner_, w.speculator ? *w.speculator : speculator_,
                          vocabularies_, options_);
         active_.reserve(active_.size() + 1);
       } catch (...) {
@@ -588,8 +592,10 @@ class batch_decoder {
 
   /// Asks r's session for its next pass; ends r if there is none or the session threw.
   void advance(active_request& r) {
+    // Only a policy whose schedule already follows measured time takes the batch's advice (a
+    // request's own policy may not, and then its reproducibility is kept).
     if constexpr (advisable_speculator<Speculator>)
-      if (gated_) r.decoding.speculator_policy().advise(gate_.advice());
+      if (gated_ && r.decoding.speculator_policy().follows_timings()) r.decoding.speculator_policy().advise(gate_.advice());
     try {
       r.pass = r.decoding.next_pass();
     } catch (...) {
