@@ -19,7 +19,7 @@
 
 #include <algorithm>   // std::max
 #include <cmath>       // std::abs
-#include <cstddef>     // std::size_t
+#include <cstddef>     // std::size_t, std::ptrdiff_t
 #include <cstdint>     // std::uint64_t
 #include <cstdlib>     // std::system
 #include <exception>   // std::rethrow_exception
@@ -36,6 +36,14 @@
 #include "transformer/checkpoint.hpp"
 #include "transformer/seeded_weights.hpp"
 #include "transformer/transformer.hpp"
+
+#ifdef COSPEC_LLAMA_SERVER_BINARY
+// After Eigen (the transformer's): httplib.h pulls in <resolv.h>, whose `_res` macro breaks it.
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "server/server_process.hpp"
+#endif
 
 namespace {
 
@@ -165,6 +173,7 @@ struct context_shape {
   unsigned n_ctx = 256;  // llama.cpp rounds n_ctx up to a multiple of 256 (late 2025 on)
   unsigned n_batch = 32;
   unsigned n_seq_max = 1;
+  bool fp32_attention = true;  // false: llama.cpp's default (f16) KV cache, as cospec-server runs it
 };
 
 /// llama.cpp's defaults with the shape, two threads and configure_context_params, with fp32
@@ -177,7 +186,7 @@ llama_context_params context_params(context_shape shape) {
   params.n_threads = 2;
   params.n_threads_batch = 2;
   params.no_perf = true;
-  cospec::llama_cpp::configure_context_params(params, {.sequences = shape.n_seq_max, .fp32_attention = true});
+  cospec::llama_cpp::configure_context_params(params, {.sequences = shape.n_seq_max, .fp32_attention = shape.fp32_attention});
   return params;
 }
 
@@ -617,3 +626,41 @@ TEST_CASE("with configure_context_params a pass whose sequences feed different t
   llama_context_params split = context_params({512, 32, 2});
   if (split_cache_per_sequence(split)) CHECK(computations(split) > 1);
 }
+
+#ifdef COSPEC_LLAMA_SERVER_BINARY
+TEST_CASE("cospec-server on the GGUF files: greedy completions are the library's own decoding on llama.cpp, by every method",
+          "[llama_cpp][server]") {
+  COSPEC_REQUIRE_MODELS();
+  using json = nlohmann::json;
+  // The reference: the library's standard decoding of the same ensemble on llama.cpp, with the
+  // server's cache type (llama.cpp's default), decoding alone.
+  context_shape shape;
+  shape.fp32_attention = false;
+  decoding_pair pair(shape);
+  cospec::testing::server_process server(
+      COSPEC_LLAMA_SERVER_BINARY, {"--model", models().small_gguf.string(), "--model", models().large_gguf.string(),
+                                   "--ctx-size", "128", "--parallel", "2", "--threads", "2"});
+  httplib::Client client("127.0.0.1", server.port());
+  client.set_read_timeout(300, 0);
+  for (std::size_t salt = 0; salt < 2; ++salt) {
+    const auto prompt = prompt_of(24, salt);
+    std::vector<std::string> expected;
+    for (token_id t : greedy(pair, cospec::standard{}, prompt, 24)) expected.push_back("token_id:" + std::to_string(t));
+    for (const char* method : {"standard", "auto", "cos", "mixture+spec"}) {
+      INFO("prompt " << salt << ", " << method);
+      const json request{{"prompt", prompt},          {"max_tokens", 24}, {"temperature", 0}, {"logprobs", 0},
+                         {"return_tokens_as_token_ids", true}, {"method", method}};
+      const auto response = client.Post("/v1/completions", request.dump(), "application/json");
+      REQUIRE(response);
+      REQUIRE(response->status == 200);
+      const json answer = json::parse(response->body);
+      // The server stops at an end-of-generation token, the reference does not: compare up to it.
+      const auto tokens = answer["choices"][0]["logprobs"]["tokens"].get<std::vector<std::string>>();
+      REQUIRE(tokens.size() <= expected.size());
+      CHECK(tokens == std::vector<std::string>(expected.begin(), expected.begin() + static_cast<std::ptrdiff_t>(tokens.size())));
+      if (tokens.size() < expected.size()) CHECK(answer["choices"][0]["finish_reason"] == "stop");
+    }
+  }
+  CHECK(server.terminate() == 0);
+}
+#endif
