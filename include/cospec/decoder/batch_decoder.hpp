@@ -196,6 +196,9 @@ class batch_decoder {
     check_combination(combiner);
     if (speculator) speculator->check(models_.size());
     check_room();
+    // The gate runs once any policy follows timings: the default one, or this request's.
+    if constexpr (advisable_speculator<Speculator>)
+      if (speculator && options_.gate_speculation && speculator->follows_timings()) gated_ = true;
     const request_id id = next_id_++;
     waiting_.push_back({id, std::vector<token_id>(prompt.begin(), prompt.end()), settings, limits, clock::now(),
                         std::move(combiner), {}, {}, std::move(speculator)});
