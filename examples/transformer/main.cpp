@@ -57,6 +57,7 @@ struct demo_options {
   cospec::penalty_settings penalties;  // every method's; the defaults penalise nothing
   bool process_proposals = false;      // penalise the proposers' distributions too
   std::string save_prefix;             // write both models as llama2.c checkpoints and stop
+  std::size_t repeating = 0;           // extend each prompt by the ensemble's greedy continuation
 };
 
 const char* const usage = R"(usage: cospec-transformer [options]
@@ -81,6 +82,10 @@ const char* const usage = R"(usage: cospec-transformer [options]
                           sampling_settings::process_proposals)
   --details               two more columns: invocations (speculator decisions) and tokens per
                           invocation
+  --repeating-prompt N    extend each prompt by the ensemble's own greedy continuation of N
+                          tokens: greedy decoding of these networks settles into a cycle, so
+                          the text goes on repeating what the prompt holds, as a summary or an
+                          edit repeats its source (default 0: random prompts only)
   --seed S                seed of the weights and prompts (default 1)
   --draft-layers K        layers of the early-exit draft (default 2)
   --block-scale B         seed-built weights: what each block adds to the residual stream (default 0.1)
@@ -123,6 +128,7 @@ demo_options parse(int argc, char** argv) {
     try {
       if (flag == "--tokens") options.tokens = std::stoul(value);
       else if (flag == "--prompts") options.prompts = std::stoul(value);
+      else if (flag == "--repeating-prompt") options.repeating = std::stoul(value);
       else if (flag == "--threads") options.threads = std::stoul(value);
       else if (flag == "--gamma") {
         options.gammas.clear();
@@ -263,9 +269,27 @@ int main(int argc, char** argv) try {
   } else {
     prompts = random_prompts(options.prompts, large.vocab_size, options.models.seed);
   }
-  std::printf("weighted ensemble %.2f small + %.2f large, %s, %zu prompts x %zu tokens\n\n", options.small_weight,
+  if (options.repeating > 0)
+    for (auto& prompt : prompts) {
+      transformer small(pair.small, team, {.layers = pair.small_layers, .context_limit = 0});
+      transformer large_model(pair.large, team, {.layers = 0, .context_limit = 0});
+      cospec::sampling_settings greedy;
+      greedy.temperature = 0.0f;
+      cospec::decoder decoder(std::vector<transformer*>{&small, &large_model},
+                              cospec::weighted_ensemble({options.small_weight, 1.0f - options.small_weight}),
+                              cospec::standard{}, greedy);
+      cospec::generation_limits limits;
+      limits.max_new_tokens = options.repeating;
+      const auto continuation = decoder.generate(prompt, limits).tokens;
+      prompt.insert(prompt.end(), continuation.begin(), continuation.end());
+    }
+  std::printf("weighted ensemble %.2f small + %.2f large, %s, %zu prompts x %zu tokens\n", options.small_weight,
               1.0f - options.small_weight, options.temperature == 0.0f ? "greedy" : "sampling", prompts.size(),
               options.tokens);
+  if (options.repeating > 0)
+    std::printf("each prompt extended by the ensemble's greedy continuation of %zu tokens (text that repeats)\n",
+                options.repeating);
+  std::printf("\n");
   if (options.p_min > 0.0f)
     std::printf("CoS and adaptive: a proposer's run ends after a token it gave a probability below p_min = %.2f\n\n",
                 static_cast<double>(options.p_min));
@@ -281,16 +305,18 @@ int main(int argc, char** argv) try {
   // Mixture sampling applies where the target is the mixture itself: sampling, no penalties.
   const bool mixture = options.temperature > 0.0f && !options.penalties.active();
   const std::size_t adaptive_row = 1 + 2 * options.gammas.size();
-  std::vector<method_result> results(adaptive_row + 2 + (mixture ? 2 : 0));
+  std::vector<method_result> results(adaptive_row + 3 + (mixture ? 2 : 0));
   results.front().name = "standard";
   for (std::size_t g = 0; g < options.gammas.size(); ++g) {
     results[1 + g].name = "SD g=" + std::to_string(options.gammas[g]);
     results[1 + options.gammas.size() + g].name = "CoS g=" + std::to_string(options.gammas[g]);
   }
   results[adaptive_row].name = "adaptive";
+  results[adaptive_row + 1].name = "adaptive+ctx";
+  const std::size_t mixture_row = adaptive_row + 2;
   if (mixture) {
-    results[adaptive_row + 1].name = "mixture";
-    results[adaptive_row + 2].name = "mixture+spec";
+    results[mixture_row].name = "mixture";
+    results[mixture_row + 1].name = "mixture+spec";
   }
   results.back().name = "auto";
   for (const auto& prompt : prompts) {
@@ -306,13 +332,16 @@ int main(int argc, char** argv) try {
     measured.measure_pass_costs = true;
     measured.p_min = options.p_min;
     run_method(results[adaptive_row], cospec::adaptive(2, measured), pair, team, options, prompt);
+    // The same with up to 8 proposals copied from the context per invocation.
+    run_method(results[adaptive_row + 1], cospec::with_context_proposals(cospec::adaptive(2, measured), 8), pair, team,
+               options, prompt);
     if (mixture) {
-      run_method(results[adaptive_row + 1], cospec::mixture_sampling(2), pair, team, options, prompt);
+      run_method(results[mixture_row], cospec::mixture_sampling(2), pair, team, options, prompt);
       // The draft proposes runs where the large model was drawn, priced from measured passes.
       cospec::mixture_options speculative;
       speculative.max_gamma = 6;
       speculative.fallback = measured;
-      run_method(results[adaptive_row + 2], cospec::mixture_sampling(2, speculative), pair, team, options, prompt);
+      run_method(results[mixture_row + 1], cospec::mixture_sampling(2, speculative), pair, team, options, prompt);
     }
     // The automatic choice, planning with measured costs like the adaptive row.
     cospec::automatic_options automatic;
