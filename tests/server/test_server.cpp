@@ -40,6 +40,19 @@ using json = nlohmann::json;
 using namespace cospec::examples::llama;
 
 const std::string server_binary = COSPEC_SERVER_BINARY;
+
+// The server is built with the flags of this binary: both are sanitized or neither.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool address_sanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool address_sanitizer = true;
+#else
+constexpr bool address_sanitizer = false;
+#endif
+#else
+constexpr bool address_sanitizer = false;
+#endif
 const std::vector<std::string> demo{"--demo", "--quick", "--threads", "1", "--parallel", "4"};
 
 /// The demo's models decoded by the library alone: greedy standard decoding of the equal-weight
@@ -378,11 +391,16 @@ TEST_CASE("32 concurrent clients: no request lost or duplicated, each the tokens
     for (auto& t : threads) t.join();
     return out;
   };
-  // Every round is checked; the memory is compared between the end of the first round (the pool's
-  // KV caches, the HTTP threads and their malloc arenas all in place) and the end of the third.
+  // Every round is checked; the memory is compared between the end of the second round (the
+  // pool's KV caches, the HTTP threads and their malloc arenas all in place: measured, the
+  // resident size grows by about 5 MB in the first two rounds and then moves within 3 MB) and the
+  // end of the fourth. Under AddressSanitizer the resident size says nothing about leaks (freed
+  // blocks sit in its quarantine, up to 256 MB): there LeakSanitizer checks the server at exit
+  // (terminate() == 0) and two rounds check the answers.
   std::set<std::string> all_ids;
   long settled = 0, last = 0;
-  for (int r = 0; r < 3; ++r) {
+  constexpr int rounds = address_sanitizer ? 2 : 4;
+  for (int r = 0; r < rounds; ++r) {
     const round_outcome out = round();
     INFO("round " << r << ": " << out.first_problem);
     CHECK(out.failed == 0);
@@ -392,11 +410,13 @@ TEST_CASE("32 concurrent clients: no request lost or duplicated, each the tokens
     CHECK(out.wrong == 0);
     all_ids.insert(out.ids.begin(), out.ids.end());
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    (r == 0 ? settled : last) = server.resident_kb();
+    (r == 1 ? settled : last) = server.resident_kb();
   }
-  CHECK(all_ids.size() == 3 * clients * per_client);
-  INFO("resident " << settled << " kB after the first round, " << last << " kB after the third");
-  CHECK(last <= settled + 8 * 1024);  // 512 requests: a leak of 16 kB each would show
+  CHECK(all_ids.size() == rounds * clients * per_client);
+  if constexpr (!address_sanitizer) {
+    INFO("resident " << settled << " kB after the second round, " << last << " kB after the fourth");
+    CHECK(last <= settled + 8 * 1024);  // 512 requests: a leak of 16 kB each would show
+  }
   CHECK(server.terminate() == 0);
 }
 
