@@ -1,3 +1,4 @@
-// The one translation unit that instantiates Catch2's runner.
-#define CATCH_CONFIG_MAIN
-#include <catch2/catch.hpp>
+// The main of the test binaries; Catch2 itself is in tests/catch_implementation.cpp.
+#include "catch_run.hpp"
+
+int main(int argc, char* argv[]) { return cospec::testing::run_catch(argc, argv); }

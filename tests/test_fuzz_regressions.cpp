@@ -120,6 +120,44 @@ TEST_CASE("fuzz regression: a truncate that fails during the rollback after anot
   CHECK(replay(input, target::decoder).empty());
 }
 
+TEST_CASE("fuzz regression: a call that reaches a model's context limit is compared with a fresh decoder that has "
+          "the same limit",
+          "[fuzz][regression]") {
+  // Found by fuzz_decoder in CI, a harness bug: one model with a context limit of one token and
+  // a one-token prompt. Since the context limit ends a call with finish_reason::context_limit
+  // and keeps its tokens (it used to throw), the call succeeded with no new token, and the
+  // harness compared it with a fresh decoder that had no limit and generated 16. The fresh
+  // decoder now gets the same limit, and the finish reasons are compared too.
+  const std::vector<std::uint8_t> input{0xbf, 0xac, 0x3b, 0x00, 0x00, 0xbf, 0x09, 0x09, 0x09, 0x09,
+                                        0x09, 0x09, 0x09, 0x09, 0x80, 0x29, 0x00, 0x00, 0xb0, 0x22,
+                                        0x00, 0x00, 0xbf, 0x00, 0x50, 0x3b, 0x00, 0x3b};
+  const decoder_case c = cospec::fuzzing::decode_decoder_case(input);
+  REQUIRE(c.turns.size() == 1);
+  REQUIRE(c.turns[0].trouble == cospec::fuzzing::mishap::context_limit);
+  REQUIRE(c.turns[0].at == 1);
+  REQUIRE(c.turns[0].fresh_tokens.size() == 1);
+  CHECK(replay(input, target::decoder).empty());
+}
+
+TEST_CASE("fuzz regression: a prompt refused for a model's context limit leaves the models holding the text "
+          "before it",
+          "[fuzz][regression]") {
+  // Found by fuzz_decoder, a harness bug: a two-token prompt for a model whose context limit is
+  // one token is refused before any model is touched (the prompt does not fit), so the models
+  // keep the previous call's text. The harness wanted every model to hold a prefix of the
+  // refused call's text; it now also accepts a prefix of the text committed before the call.
+  const std::vector<std::uint8_t> input{0x00, 0xcd, 0xcd, 0x7c, 0x02, 0xfb, 0xbc, 0xbe, 0x0a, 0xfc, 0x5a, 0x01,
+                                        0xcd, 0xbc, 0x00, 0x00, 0xf9, 0x00, 0xbc, 0xbe, 0x0a, 0xfc, 0x5a, 0x01,
+                                        0xcd, 0xbc, 0x02, 0xfb, 0xbc, 0xbe, 0x0a, 0xfc, 0x5a, 0x01, 0xcd, 0xbc,
+                                        0x00, 0x00, 0x00, 0xf9, 0x00, 0x14, 0xfe, 0x7f, 0x00, 0x01, 0x00, 0x00,
+                                        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x3b};
+  const decoder_case c = cospec::fuzzing::decode_decoder_case(input);
+  REQUIRE(c.turns.size() >= 2);
+  REQUIRE(c.turns[1].trouble == cospec::fuzzing::mishap::context_limit);
+  REQUIRE(c.turns[1].at < c.turns[1].fresh_tokens.size());
+  CHECK(replay(input, target::decoder).empty());
+}
+
 TEST_CASE("every input of the fuzzers' seed corpora is handled or rejected with a cospec::error", "[fuzz]") {
   for (const auto& [directory, fuzz_target] : {std::pair{"verify", target::verify}, std::pair{"decoder", target::decoder}}) {
     std::size_t inputs = 0;

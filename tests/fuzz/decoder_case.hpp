@@ -8,7 +8,8 @@
 // After every call the case checks what docs/reliability.md promises: no adapter saw a call
 // that breaks the adapter contract; after a failure no model holds a token that was never
 // committed (except one whose truncate keeps failing); and a call that succeeds returns exactly
-// the tokens a fresh decoder returns for the same prompt and seed, whatever happened before.
+// the tokens and finish reason a fresh decoder (with the same context limits) returns for the
+// same prompt and seed, whatever happened before.
 //
 // Shared by the libFuzzer target (tests/fuzz/fuzz_decoder.cpp) and the regression tests
 // (tests/test_fuzz_regressions.cpp). run_decoder_case throws invariant_violation for a broken
@@ -224,7 +225,11 @@ inline void run_decoder_case(const decoder_case& c) {
       }
 
       std::vector<std::size_t> truncate_failures_before;
-      for (const auto& a : adapters) truncate_failures_before.push_back(a.truncate_failures);
+      std::vector<std::vector<token_id>> held_before;  // committed by earlier calls
+      for (const auto& a : adapters) {
+        truncate_failures_before.push_back(a.truncate_failures);
+        held_before.push_back(a.context());
+      }
       std::vector<token_id> committed = prompt;
       generation_limits limits;
       limits.max_new_tokens = turn.max_new_tokens;
@@ -251,27 +256,35 @@ inline void run_decoder_case(const decoder_case& c) {
                                     adapters[k].violations.front());
       if (!result) {
         // A model whose truncate threw during the rollback may keep uncommitted tokens: the
-        // decoder truncates it first at the next call (checked by that call's tokens).
+        // decoder truncates it first at the next call (checked by that call's tokens). Any
+        // other model holds a prefix of this call's text, or of the text before it (a call
+        // refused before it touched the model, such as a prompt beyond a context limit).
         for (std::size_t k = 0; k < adapters.size(); ++k)
-          if (adapters[k].truncate_failures == truncate_failures_before[k] && !adapters[k].context_is_prefix_of(committed))
+          if (adapters[k].truncate_failures == truncate_failures_before[k] && !adapters[k].context_is_prefix_of(committed) &&
+              !adapters[k].context_is_prefix_of(held_before[k]))
             throw invariant_violation(where + "after a failure model " + std::to_string(k) +
                                       " holds a token that was never committed");
       } else {
         std::vector<token_id> streamed(committed.begin() + static_cast<std::ptrdiff_t>(prompt.size()), committed.end());
         if (result->tokens != streamed) throw invariant_violation(where + "returned tokens differ from the streamed ones");
         auto clean = fresh();
+        // A context limit is the model's, not a failure of the call: a call that reaches it ends
+        // with finish_reason::context_limit and keeps its tokens, so the fresh decoder gets it too.
+        if (turn.trouble == mishap::context_limit) clean[turn.model].limit = adapters[turn.model].limit;
         detail::case_processor clean_processor{.ban = c.ban_repeats};
         sampling_settings clean_settings = settings;
         clean_settings.processor = clean_processor;
         cospec::decoder reference(pointers(clean), combiner, speculator, clean_settings);
         limits.on_token = nullptr;
-        std::vector<token_id> expected;
+        std::optional<generation_result> expected;
         try {
-          expected = reference.generate(prompt, limits).tokens;
+          expected = reference.generate(prompt, limits);
         } catch (const std::exception& e) {
           throw invariant_violation(where + "a fresh decoder failed where this one succeeded: " + e.what());
         }
-        if (expected != result->tokens) throw invariant_violation(where + "the tokens differ from a fresh decoder's");
+        if (expected->tokens != result->tokens) throw invariant_violation(where + "the tokens differ from a fresh decoder's");
+        if (expected->reason != result->reason)
+          throw invariant_violation(where + "the finish reason differs from a fresh decoder's");
       }
       text = committed;
       for (auto& a : adapters) a.behave();

@@ -4,13 +4,12 @@
 // cannot run is skipped with exit code 77 (ctest's SKIP_RETURN_CODE) and a message, instead of
 // silently testing another variant; otherwise the variant is forced before any test runs and
 // checked to be the one that runs.
-#define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
 
 #include <cstdio>   // std::printf, std::fprintf
 #include <cstdlib>  // std::getenv
 #include <string>   // std::string
 
+#include "catch_run.hpp"
 #include "cospec/kernels/detail/variants.hpp"
 
 int main(int argc, char* argv[]) {
@@ -28,5 +27,5 @@ int main(int argc, char* argv[]) {
   kernels::force_instruction_set(wanted);
   if (kernels::active_instruction_set() != wanted) return 3;
   std::printf("kernel tests on the %s variant (%zu lanes)\n", name, kernels::detail::active_lane_count());
-  return Catch::Session().run(argc, argv);
+  return cospec::testing::run_catch(argc, argv);
 }
