@@ -11,7 +11,7 @@
 
 int main(int argc, char** argv) {
   using namespace cospec::examples::grid;
-  std::size_t seeds = 8, tokens = 300;
+  std::size_t seeds = 16, tokens = 300;
   std::string csv;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];

@@ -20,6 +20,7 @@
 
 #include "models/synthetic_model.hpp"
 #include "support/model_sets.hpp"
+#include "support/random_speculator.hpp"
 #include "support/reference_decoding.hpp"
 
 namespace {
@@ -35,6 +36,8 @@ static_assert(cospec::speculator<cospec::automatic>);
 static_assert(cospec::mixture_speculator<cospec::automatic>);
 static_assert(cospec::context_observing_speculator<cospec::automatic>);
 static_assert(cospec::advisable_speculator<cospec::automatic>);
+static_assert(cospec::context_matching_speculator<cospec::automatic>);
+static_assert(cospec::context_matching_speculator<cospec::any_speculator>);
 static_assert(cospec::speculator<cospec::with_context_proposals<cospec::standard>>);
 static_assert(cospec::mixture_speculator<cospec::with_context_proposals<cospec::mixture_sampling>>);
 static_assert(!cospec::mixture_speculator<cospec::with_context_proposals<cospec::alternating>>);
@@ -189,6 +192,93 @@ TEST_CASE("context proposals alone, in CoS chains and with mixture sampling samp
               cospec::with_context_proposals(cospec::mixture_sampling(3, speculative), 3), plain);
 }
 
+/// A random schedule (random_speculator) whose invocations also ask, at random, for up to three
+/// proposals from the context, before the model's pass (invocation::context_first) or after
+/// its own proposals: whatever is pending, the law must not move.
+class random_context_speculator {
+ public:
+  explicit random_context_speculator(std::uint64_t seed) : inner_(seed), random_(seed + 1) {}
+  void check(std::size_t model_count) const { inner_.check(model_count); }
+  cospec::invocation next(const cospec::schedule_view& view) {
+    cospec::invocation chosen = inner_.next(view);
+    chosen.context_proposals = random_() % 4;
+    chosen.context_first = random_() % 2 == 0;
+    return chosen;
+  }
+
+ private:
+  cospec::testing::random_speculator inner_;
+  std::mt19937_64 random_;
+};
+
+/// Records what the session shows of the context's match, and takes it first, whole, wherever
+/// nothing is pending (standard decoding otherwise). With two models, the next decision comes
+/// after one model's pass, before any verification: the whole match must be pending then.
+class match_recorder {
+ public:
+  explicit match_recorder(bool wants) : wants_(wants) {}
+  void check(std::size_t) const {}
+  [[nodiscard]] bool wants_context_match() const noexcept { return wants_; }
+  cospec::invocation next(const cospec::schedule_view& view) {
+    if (last_taken_ > 0 && view.pending_count() != last_taken_) ++mismatches;
+    last_taken_ = 0;
+    cospec::invocation chosen = cospec::standard{}.next(view);
+    shown += view.context_match();
+    if (view.pending_count() == 0 && view.context_match() > 0) {
+      CHECK(view.context_match() <= view.room());
+      ++taken;
+      last_taken_ = view.context_match();
+      chosen.context_proposals = 64;
+      chosen.context_first = true;
+    }
+    return chosen;
+  }
+  std::size_t shown = 0;
+  std::size_t taken = 0;       ///< matches taken
+  std::size_t mismatches = 0;  ///< a match taken that did not become exactly that many pending proposals
+
+ private:
+  bool wants_;
+  std::size_t last_taken_ = 0;
+};
+
+TEST_CASE("context proposals taken first, with proposals pending or not, sample exactly the target",
+          "[context][exactness]") {
+  const reference_sampling plain{1.0, std::nullopt, std::nullopt};
+  check_exact("random schedules, context first or after, WE", 2, ensemble(2), cospec::weighted_ensemble::uniform(2),
+              random_context_speculator(5), plain);
+  const reference_combination contrastive{reference_combination::kind::logit_arithmetic, {1.0, -0.1}, std::nullopt};
+  check_exact("random schedules, context first or after, CD", 2, contrastive, cospec::contrastive_decoding(0.1f),
+              random_context_speculator(6), plain);
+}
+
+TEST_CASE("the session shows the context's match to a policy that asks, and proposes exactly it",
+          "[context]") {
+  auto configs = model_set(2, 2.0);
+  for (auto& c : configs) c.vocabulary_size = 40;
+  const std::vector<token_id> looping{5, 9, 2, 7, 5, 9, 2, 7, 5, 9};
+  cospec::sampling_settings greedy;
+  greedy.temperature = 0.0f;
+  cospec::generation_limits limits;
+  limits.max_new_tokens = 60;
+  const auto run = [&](bool wants) {
+    auto models = cospec::testing::models_of(configs);
+    cospec::decoder decoder(cospec::testing::pointers(models), cospec::weighted_ensemble::uniform(2),
+                            match_recorder(wants), greedy);
+    const auto result = decoder.generate(looping, limits);
+    return std::make_pair(result, decoder.speculator_policy());
+  };
+  const auto [shown_result, shown] = run(true);
+  INFO("shown " << shown.shown << ", taken " << shown.taken);
+  CHECK(shown.taken >= 2);
+  CHECK(shown.mismatches == 0);  // every match taken whole became exactly that many proposals
+  CHECK(shown_result.statistics.context.proposed > 0);
+  const auto [hidden_result, hidden] = run(false);
+  CHECK(hidden.shown == 0);
+  CHECK(hidden_result.statistics.context.proposed == 0);
+  CHECK(hidden_result.tokens == shown_result.tokens);
+}
+
 TEST_CASE("the automatic policy samples exactly, learning and switching across and within requests",
           "[context][automatic][exactness]") {
   const reference_sampling plain{1.0, std::nullopt, std::nullopt};
@@ -327,10 +417,12 @@ TEST_CASE("context proposals and the automatic policy are greedy-identical to st
       options.pass_costs.assign(n, 4.0);
       options.pass_costs[0] = 1.0;
       const auto chosen = run(combiner, cospec::automatic(n, options));
+      const auto shuffled = run(combiner, random_context_speculator(set));
       INFO("set " << set << ", " << n << " models, V = " << v);
       CHECK(chained.tokens == reference.tokens);
       CHECK(alone.tokens == reference.tokens);
       CHECK(chosen.tokens == reference.tokens);
+      CHECK(shuffled.tokens == reference.tokens);
       CHECK_FALSE(chosen.statistics.mixture);  // greedy: never mixture sampling
       context_accepted += chained.statistics.context.accepted + alone.statistics.context.accepted;
     };

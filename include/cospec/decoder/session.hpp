@@ -585,12 +585,20 @@ class session {
     [[nodiscard]] double& proposal_probability_at(std::size_t slot) noexcept { return proposal_probabilities_[ring(slot)]; }
     /// A greedy proposal's largest logit (its argmax's), or NaN (a processed proposal).
     [[nodiscard]] float& proposal_max(std::size_t slot) noexcept { return proposal_maxima_[ring(slot)]; }
-    [[nodiscard]] schedule_view view() const noexcept {
+    [[nodiscard]] schedule_view view(std::size_t context_match = 0) const noexcept {
       const std::size_t generated = committed_ - prompt_size_;
+      const std::size_t room = proposal_room();
       if (mixture_)
         return schedule_view(vocabularies_.size(), pending_count(), scored_flags_, proposers_, draws_, draws_head_,
-                             generated);
-      return schedule_view(vocabularies_.size(), pending_count(), scored_flags_, proposers_, {}, 0, generated);
+                             generated, context_match, room);
+      return schedule_view(vocabularies_.size(), pending_count(), scored_flags_, proposers_, {}, 0, generated,
+                           context_match, room);
+    }
+    /// How many more proposals may wait: max_pending less what is pending, and no more than the
+    /// context limit leaves.
+    [[nodiscard]] std::size_t proposal_room() const noexcept {
+      const std::size_t room_in_context = context_limit_ > text_.size() ? context_limit_ - text_.size() : 0;
+      return std::min(options_.max_pending - pending_count(), room_in_context);
     }
 
     // ---- mixture sampling (docs/algorithm.md, "Mixture sampling") ----------------------
@@ -826,7 +834,11 @@ class session {
                   schedule_view(vocabularies_.size(), 0, scored_flags_, proposers_, {}, 0, generated));
             }
           }
-          invocation next = speculator_.next(view());
+          std::size_t context_match = 0;
+          if constexpr (context_matching_speculator<Speculator>) {
+            if (speculator_.wants_context_match()) context_match = look_up_context(proposal_room());
+          }
+          invocation next = speculator_.next(view(context_match));
           if (next.model >= vocabularies_.size())
             throw usage_error("speculator chose model " + std::to_string(next.model) + " of " +
                               std::to_string(vocabularies_.size()));
@@ -840,9 +852,10 @@ class session {
           invocation_ = current_invocation{k, next.proposals, 0, stats.rejections, false, false,
                                            next.context_proposals, false};
           // A model that proposes nothing, with nothing pending, scores the context's proposals
-          // in its own pass; a model that proposes has them after its own proposals (so that a
-          // wrong one costs none of the model's).
-          if (next.proposals == 0 && next.context_proposals > 0 && pending_count() == 0) {
+          // in its own pass, and so does one asked to take them first (its own proposals go on
+          // from their end); otherwise they follow the model's own proposals (so that a wrong
+          // one costs none of the model's).
+          if (next.context_proposals > 0 && (next.context_first || (next.proposals == 0 && pending_count() == 0))) {
             invocation_->looked_up = true;
             propose_from_context(next.context_proposals);
           }
@@ -1091,15 +1104,7 @@ class session {
     /// occurrence of the text's last tokens (context_lookup). They wait like any proposal and
     /// are verified as point masses. Returns how many were made.
     std::size_t propose_from_context(std::size_t wanted) {
-      const std::size_t room_in_context = context_limit_ > text_.size() ? context_limit_ - text_.size() : 0;
-      const std::size_t room = std::min({wanted, options_.max_pending - pending_count(), room_in_context});
-      if (room == 0) return 0;
-      if (!lookup_) {
-        lookup_.emplace(options_.context_lookup);
-        lookup_buffer_.resize(options_.max_pending);
-      }
-      lookup_->index(text_, committed_);
-      const std::size_t made = lookup_->propose(text_, std::span<token_id>(lookup_buffer_).first(room));
+      const std::size_t made = look_up_context(std::min(wanted, proposal_room()));
       const std::size_t context_proposer = vocabularies_.size();
       for (std::size_t i = 0; i < made; ++i) {
         pending_.push_back({lookup_buffer_[i], context_proposer, i});
@@ -1108,6 +1113,18 @@ class session {
         scored_flags_.resize(scored_flags_.size() + vocabularies_.size(), 0);
       }
       return made;
+    }
+
+    /// Writes into lookup_buffer_ up to `wanted` tokens that followed the most recent earlier
+    /// occurrence of the text's end (context_lookup over the committed text); returns how many.
+    std::size_t look_up_context(std::size_t wanted) {
+      if (wanted == 0) return 0;
+      if (!lookup_) {
+        lookup_.emplace(options_.context_lookup);
+        lookup_buffer_.resize(options_.max_pending);
+      }
+      lookup_->index(text_, committed_);
+      return lookup_->propose(text_, std::span<token_id>(lookup_buffer_).first(wanted));
     }
 
     void target_distribution(std::span<const token_id> prefix) {

@@ -8,6 +8,7 @@
 #include <cmath>      // std::isfinite
 #include <cstddef>    // std::size_t
 #include <numeric>    // std::iota
+#include <span>       // std::span
 #include <string>     // std::to_string
 #include <utility>    // std::move
 #include <vector>     // std::vector
@@ -167,42 +168,68 @@ class adaptive {
   }
 
   /// The proposal length model k would get now.
-  [[nodiscard]] std::size_t best_gamma(std::size_t model) const {
+  [[nodiscard]] std::size_t best_gamma(std::size_t model) const { return best_round(model).gamma; }
+
+  /// A round's plan: the proposer's length and the committed tokens it promises per unit of cost.
+  struct round_plan {
+    std::size_t gamma;
+    double rate;
+  };
+
+  /// The best round for `model` (the length best_gamma() gives, and its rate). Proposals that
+  /// cost no pass (from the context) may lead the chain or trail it, given as the acceptance of
+  /// each given the ones before it: `leading` ones are scored by the model's pass and its own g
+  /// proposals (g in [0, max_gamma]) go on from their end, counting only if every leading one
+  /// is accepted; `trailing` ones go on from the end of a fully accepted run of the model's
+  /// (g >= 1). Every other model scores the lot in one pass.
+  [[nodiscard]] round_plan best_round(std::size_t model, std::span<const double> leading = {},
+                                      std::span<const double> trailing = {}) const {
     std::size_t verifier = model;  // the most expensive other model: it ends a full run with its bonus
     for (std::size_t m = 0; m < model_count_; ++m)
       if (m != model && (verifier == model || cost(m) > cost(verifier))) verifier = m;
     // After a fully accepted run, the bonus token is verified by this model's next pass; if it
     // is rejected, that pass only fed a replacement and one more pass is needed.
     const double bonus_rejected = verifier == model ? 0.0 : 1.0 - acceptance_estimate(verifier, 0);
-    double tokens = 1.0;   // the replacement or bonus that ends every round
-    double reached = 1.0;  // probability that proposal g is reached and accepted
+    const std::size_t lead = leading.size();
+    double lead_tokens = 0.0;  // expected accepted free proposals
+    double lead_alive = 1.0;   // probability that all of them are accepted
+    for (double a : leading) {
+      lead_alive *= a;
+      lead_tokens += lead_alive;
+    }
+    double trail_tokens = 0.0;  // expected accepted trailing proposals, given a fully accepted run
+    double trail_alive = 1.0;
+    for (double a : trailing) {
+      trail_alive *= a;
+      trail_tokens += trail_alive;
+    }
+    const std::size_t trail = trailing.size();
+    double tokens = 1.0 + lead_tokens;  // the replacement or bonus that ends every round
+    double reached = 1.0;               // probability that proposal g is reached and accepted
     double previous = options_.prior_acceptance;
-    std::size_t best = 1;
-    double best_rate = 0.0;
+    round_plan best{1, 0.0};
     for (std::size_t g = 1; g <= options_.max_gamma; ++g) {
       previous = estimate(model, g - 1, previous);
       reached *= previous;
-      tokens += reached;
+      tokens += lead_alive * reached;
       // The proposer's first pass feeds what it has not seen (the other's last proposal and
-      // bonus), the others one token each; every other model scores the g proposals and the
-      // token before them in one pass.
-      double round_cost = pass_cost_estimate(model, 2) + static_cast<double>(g - 1) * cost(model) +
-                          reached * bonus_rejected * cost(model);
+      // bonus, and the free proposals), the others one token each; every other model scores
+      // the free proposals, the g proposals and the token before them in one pass.
+      double round_cost = pass_cost_estimate(model, lead + 2) + static_cast<double>(g - 1) * cost(model) +
+                          lead_alive * reached * bonus_rejected * cost(model);
       for (std::size_t m = 0; m < model_count_; ++m)
-        if (m != model) round_cost += pass_cost_estimate(m, g + 1);
-      const double rate = tokens / round_cost;
-      if (rate > best_rate) {
-        best_rate = rate;
-        best = g;
-      }
+        if (m != model) round_cost += pass_cost_estimate(m, lead + g + trail + 1);
+      const double rate = (tokens + lead_alive * reached * trail_tokens) / round_cost;
+      if (rate > best.rate) best = {g, rate};
     }
-    // A round of standard decoding: every model scores one token. With costs per pass it is
-    // never better than g = 1 (the guard above); with measured costs that grow with the tokens
-    // of a pass (a compute-bound batch) every proposal can cost more than it saves, and then
-    // the model only scores.
-    double standard_cost = 0.0;
-    for (std::size_t m = 0; m < model_count_; ++m) standard_cost += pass_cost_estimate(m, 1);
-    if (1.0 / standard_cost > best_rate) return 0;
+    // A round in which every model only scores (the free proposals, if any). Without them it is
+    // standard decoding, which with costs per pass is never better than g = 1 (the guard above);
+    // with measured costs that grow with the tokens of a pass (a compute-bound batch) every
+    // proposal can cost more than it saves, and then the model only scores.
+    double scoring_cost = 0.0;
+    for (std::size_t m = 0; m < model_count_; ++m) scoring_cost += pass_cost_estimate(m, lead + 1);
+    const double scoring_rate = (1.0 + lead_tokens) / scoring_cost;
+    if (scoring_rate > best.rate) best = {0, scoring_rate};
     return best;
   }
 

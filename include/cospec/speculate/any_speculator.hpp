@@ -47,6 +47,7 @@ class any_speculator {
   void observe_context(std::size_t chain_index, bool accepted) { held_->observe_context(chain_index, accepted); }
   void observe_pass(std::size_t model, std::size_t tokens, double seconds) { held_->observe_pass(model, tokens, seconds); }
   [[nodiscard]] bool wants_mixture() const { return held_->wants_mixture(); }
+  [[nodiscard]] bool wants_context_match() const { return held_->wants_context_match(); }
   /// A held policy that does not switch keeps mixture sampling wherever it was granted.
   bool mixture_now(const schedule_view& view) { return held_->mixture_now(view); }
   void advise(batch_advice advice) { held_->advise(advice); }
@@ -75,6 +76,7 @@ class any_speculator {
     virtual void observe_context(std::size_t, bool) = 0;
     virtual void observe_pass(std::size_t, std::size_t, double) = 0;
     [[nodiscard]] virtual bool wants_mixture() const = 0;
+    [[nodiscard]] virtual bool wants_context_match() const = 0;
     virtual bool mixture_now(const schedule_view&) = 0;
     virtual void advise(batch_advice) = 0;
     [[nodiscard]] virtual bool follows_timings() const = 0;
@@ -103,6 +105,10 @@ class any_speculator {
     }
     [[nodiscard]] bool wants_mixture() const override {
       if constexpr (mixture_speculator<S>) return policy.wants_mixture();
+      else return false;
+    }
+    [[nodiscard]] bool wants_context_match() const override {
+      if constexpr (context_matching_speculator<S>) return policy.wants_context_match();
       else return false;
     }
     bool mixture_now(const schedule_view& view) override {

@@ -4,8 +4,10 @@
 
 #include "cospec/abi.hpp"
 
-#include <algorithm>  // std::min
+#include <algorithm>  // std::min, std::fill
+#include <cmath>      // std::isnan
 #include <cstddef>    // std::size_t
+#include <span>       // std::span
 #include <utility>    // std::move
 #include <vector>     // std::vector
 
@@ -32,6 +34,14 @@ struct automatic_options {
   /// Memory of the acceptance estimates, per observation (adaptive_options::decay).
   double decay = 0.95;
   double prior_acceptance = 0.5;
+  /// Where the text's end has a match, its proposals may go before a model's own only if the
+  /// acceptance estimated at the last place of that run is at least this (a match that stays
+  /// right deep into its run: text that loops). The price of a plan assumes independent
+  /// acceptances, and where a copy is often wrong it misprices: on the grid of
+  /// docs/benchmarks.md ("The automatic choice") putting the context first wherever its price
+  /// was better lost 3-5 % in sampled cells with three models; from 0.95 on it loses nowhere
+  /// measured. 1 or more: they never go first.
+  double context_first_acceptance = 0.95;
 };
 
 /// The fastest exact method for each request, chosen from its settings, the pass costs and the
@@ -43,11 +53,15 @@ struct automatic_options {
 ///  - every other request (greedy decoding, contrastive decoding and logit arithmetic, any
 ///    transform, log-probabilities) runs as CoS with adaptive lengths (adaptive), which falls
 ///    back to standard decoding's passes where measured costs say proposals do not pay;
-///  - either way, proposals from the context extend every chain (invocation::
-///    context_proposals): free on a per-pass clock, so always asked for there (a text that
-///    does not repeat finds no match and costs one hash lookup per invocation); with measured
-///    costs, only as far as the acceptance observed pays for the tokens they make every model
-///    feed.
+///  - either way, proposals from the context (invocation::context_proposals): free on a
+///    per-pass clock, so always asked for there (a text that does not repeat finds no match and
+///    costs a few hash lookups per invocation); with measured costs, only as far as the
+///    acceptance observed pays for the tokens they make every model feed. Where the text's end
+///    has a match (schedule_view::context_match), the policy prices two plans with the same
+///    acceptance estimates, the model's own run with the context after it and the context's
+///    run first with the model's after it (invocation::context_first), and takes the one that
+///    promises more tokens per unit of cost: text that loops is then copied before a cheap model
+///    is asked to guess it.
 /// Every choice is exact, and each is never more expensive than standard decoding in
 /// expectation (docs/theory.md, "The automatic choice"). Unless costs are measured the policy
 /// is deterministic: one seed, models and prompt give one output.
@@ -57,6 +71,8 @@ class automatic {
       : options_(std::move(options)), mixture_(model_count, mixture_settings(options_)), model_count_(model_count) {
     accepted_.assign(options_.max_context_proposals, 0.0);
     observed_.assign(options_.max_context_proposals, 0.0);
+    lead_.assign(options_.max_context_proposals, 0.0);
+    paid_.assign(model_count, 0);
   }
 
   [[nodiscard]] const automatic_options& options() const noexcept { return options_; }
@@ -67,10 +83,36 @@ class automatic {
 
   void check(std::size_t model_count) const { mixture_.check(model_count); }
 
+  /// Asks the session to show the context's match before each invocation
+  /// (context_matching_speculator), unless context proposals are off.
+  [[nodiscard]] bool wants_context_match() const noexcept { return options_.max_context_proposals > 0; }
+
   invocation next(const schedule_view& view) const {
     invocation chosen = mixture_.next(view);
     chosen.context_proposals = context_length();
-    return chosen;
+    const std::size_t match = std::min({view.context_match(), chosen.context_proposals, view.room()});
+    // Where the context has a match that is usually right, weigh putting it first (the model's
+    // pass scores it, and any proposals of the model's own go on from its end) against the plan
+    // without it. The acceptances are estimated per place in the context's run.
+    if (match == 0 || advice_ == batch_advice::score_only) return chosen;
+    for (std::size_t i = 0; i < chosen.context_proposals; ++i) lead_[i] = context_acceptance(i);
+    if (lead_[match - 1] < options_.context_first_acceptance) return chosen;
+    const std::span<const double> lead(lead_.data(), match);
+    if (view.mixture()) {
+      if (view.pending_count() > 0) return chosen;
+      const mixture_sampling::plan without = mixture_.planned(view);
+      if (without.chosen.proposals == 0) return chosen;  // a drawn model's pass takes the context first anyway
+      if (mixture_context_rate(view, lead) > without.rate) return {view.drawn(0), 0, chosen.context_proposals, true};
+      return chosen;
+    }
+    const adaptive& rounds = mixture_.fallback_policy();
+    // Without: the context's proposals go on from the end of the model's run (as many as
+    // asked, the match there unknown).
+    const adaptive::round_plan without =
+        rounds.best_round(chosen.model, {}, std::span<const double>(lead_.data(), chosen.context_proposals));
+    const adaptive::round_plan with = rounds.best_round(chosen.model, lead);
+    if (!(with.rate > without.rate)) return chosen;
+    return {chosen.model, std::min(with.gamma, view.room() - match), chosen.context_proposals, true};
   }
 
   /// How many context proposals an invocation asks for now.
@@ -116,12 +158,17 @@ class automatic {
     mixture_.observe_mixture(proposer, drawn, accepted);
   }
   void observe_pass(std::size_t model, std::size_t tokens, double seconds) { mixture_.observe_pass(model, tokens, seconds); }
-  void advise(batch_advice advice) noexcept { mixture_.advise(advice); }
+  void advise(batch_advice advice) noexcept {
+    advice_ = advice;
+    mixture_.advise(advice);
+  }
   [[nodiscard]] bool follows_timings() const noexcept { return mixture_.follows_timings(); }
 
  private:
   static mixture_options mixture_settings(const automatic_options& options) {
     if (options.max_gamma == 0) throw invalid_configuration("automatic: max_gamma must be >= 1");
+    if (std::isnan(options.context_first_acceptance))
+      throw invalid_configuration("automatic: context_first_acceptance must be a number");
     mixture_options settings;
     settings.max_gamma = options.max_gamma;
     settings.fallback.max_gamma = options.max_gamma;
@@ -132,11 +179,36 @@ class automatic {
     return settings;
   }
 
+  /// Under mixture sampling, with nothing pending: the committed tokens per unit of cost of
+  /// the drawn model's pass scoring `lead.size()` context proposals, each verified by the
+  /// model drawn for its position (whose pass is paid the first time the run reaches a
+  /// position drawn for it), the position after a surviving run sampled by its own.
+  [[nodiscard]] double mixture_context_rate(const schedule_view& view, std::span<const double> lead) const {
+    std::fill(paid_.begin(), paid_.end(), 0);
+    const adaptive& costs = mixture_.fallback_policy();
+    double alive = 1.0;
+    double tokens = 0.0;
+    double cost = 0.0;
+    for (std::size_t s = 0; s <= lead.size(); ++s) {
+      const std::size_t drawn = view.drawn(s);
+      if (!paid_[drawn]) {
+        cost += alive * costs.pass_cost_estimate(drawn, lead.size() + 1);
+        paid_[drawn] = 1;
+      }
+      tokens += alive;
+      if (s < lead.size()) alive *= lead[s];
+    }
+    return tokens / cost;
+  }
+
   automatic_options options_;
   mixture_sampling mixture_;
   std::size_t model_count_;
   std::vector<double> accepted_;  // decayed acceptances of context proposals, by chain index
   std::vector<double> observed_;  // decayed trials
+  batch_advice advice_ = batch_advice::speculate;
+  mutable std::vector<double> lead_;           // next()'s scratch: acceptance of each context proposal
+  mutable std::vector<unsigned char> paid_;    // mixture_context_rate's scratch: models paid for
 };
 
 }  // namespace cospec

@@ -94,8 +94,23 @@ class mixture_sampling {
       return {drawn, bonus ? std::size_t{1} : std::size_t{0}};
     }
     if (!speculative) return {drawn, 0};
+    return best_plan(view).chosen;
+  }
+
+  /// With nothing pending under mixture sampling: the invocation next() chooses and the
+  /// committed tokens it promises per unit of cost.
+  struct plan {
+    invocation chosen;
+    double rate;
+  };
+  [[nodiscard]] plan planned(const schedule_view& view) const {
+    const std::size_t drawn = view.drawn(0);
+    if (options_.max_gamma == 0 || advice_ != batch_advice::speculate) return {{drawn, 0}, 1.0 / cost(drawn)};
     return best_plan(view);
   }
+
+  /// A one-token pass of `model`, as the fallback policy prices it (given, measured, or 1).
+  [[nodiscard]] double cost(std::size_t model) const { return fallback_.pass_cost_estimate(model, 1); }
 
   /// Acceptance estimate of `proposer`'s proposals against `drawn`'s distribution.
   [[nodiscard]] double acceptance_estimate(std::size_t proposer, std::size_t drawn) const {
@@ -141,7 +156,7 @@ class mixture_sampling {
   /// reaches such a position (with probability P), yields a token either way (the proposal or
   /// its replacement) and survives with m's acceptance of d's proposals. After a surviving
   /// run, the position past it is sampled for free where one of the verifiers was drawn for it.
-  [[nodiscard]] invocation best_plan(const schedule_view& view) const {
+  [[nodiscard]] plan best_plan(const schedule_view& view) const {
     const std::size_t drawn = view.drawn(0);
     invocation best{drawn, 0};
     double best_rate = 1.0 / cost(drawn);
@@ -177,11 +192,8 @@ class mixture_sampling {
         }
       }
     }
-    return best;
+    return {best, best_rate};
   }
-
-  /// A one-token pass of `model`, as the fallback policy prices it (given, measured, or 1).
-  [[nodiscard]] double cost(std::size_t model) const { return fallback_.pass_cost_estimate(model, 1); }
 
   mixture_options options_;
   adaptive fallback_;

@@ -6,6 +6,7 @@
 
 #include <concepts>  // std::same_as
 #include <cstddef>   // std::size_t
+#include <limits>    // std::numeric_limits
 #include <span>      // std::span
 
 namespace cospec::inline COSPEC_ABI_NAMESPACE {
@@ -25,14 +26,17 @@ class schedule_view {
  public:
   schedule_view(std::size_t model_count, std::size_t pending_count, std::span<const unsigned char> scored,
                 std::span<const std::size_t> proposers, std::span<const std::size_t> draws = {},
-                std::size_t draws_head = 0, std::size_t generated = 0) noexcept
+                std::size_t draws_head = 0, std::size_t generated = 0, std::size_t context_match = 0,
+                std::size_t room = std::numeric_limits<std::size_t>::max()) noexcept
       : model_count_(model_count),
         pending_count_(pending_count),
         scored_(scored),
         proposers_(proposers),
         draws_(draws),
         draws_head_(draws_head),
-        generated_(generated) {}
+        generated_(generated),
+        context_match_(context_match),
+        room_(room) {}
 
   [[nodiscard]] std::size_t model_count() const noexcept { return model_count_; }
   [[nodiscard]] std::size_t pending_count() const noexcept { return pending_count_; }
@@ -45,6 +49,15 @@ class schedule_view {
   /// The model that proposed the pending token in `slot` (slot < pending_count()), or
   /// model_count() for a proposal from the context (invocation::context_proposals).
   [[nodiscard]] std::size_t proposer(std::size_t slot) const noexcept { return proposers_[slot]; }
+
+  /// How many tokens the context would propose now after the last pending one (what followed
+  /// the most recent earlier occurrence of the text's end; docs/algorithm.md, "Proposals from
+  /// the context"), at most room(). Looked up only for a speculator that asks
+  /// (context_matching_speculator); 0 otherwise, and where the text has no match.
+  [[nodiscard]] std::size_t context_match() const noexcept { return context_match_; }
+  /// How many more proposals may wait for verification (session_options::max_pending less
+  /// pending_count(), and no more than the model's context has room for).
+  [[nodiscard]] std::size_t room() const noexcept { return room_; }
 
   /// Whether the request runs as mixture sampling (docs/algorithm.md, "Mixture sampling").
   [[nodiscard]] bool mixture() const noexcept { return !draws_.empty(); }
@@ -70,6 +83,8 @@ class schedule_view {
   std::span<const std::size_t> draws_;
   std::size_t draws_head_;
   std::size_t generated_;
+  std::size_t context_match_;
+  std::size_t room_;
 };
 
 /// One invocation (docs/algorithm.md, "Invocations"): `model` feeds every token it has not
@@ -77,13 +92,16 @@ class schedule_view {
 /// unless a rejection ended the invocation, `model` proposes `proposals` tokens (the first
 /// from the logits it just computed, the rest one single-token pass each).
 /// `context_proposals` (docs/algorithm.md, "Proposals from the context") extends the chain
-/// with up to that many tokens copied from the text itself, which cost no pass: when nothing
-/// is pending, before the model's pass (its pass scores them, and its own proposals go on
-/// after them); otherwise after the model's own proposals.
+/// with up to that many tokens copied from the text itself, which cost no pass: before the
+/// model's pass, appended to what is pending, when `context_first` or when the model proposes
+/// nothing with nothing pending (its pass scores them, and its own proposals, if any, go on
+/// from the end of them); otherwise after the model's own proposals (so that a wrong one
+/// costs none of the model's).
 struct invocation {
   std::size_t model;
   std::size_t proposals;
   std::size_t context_proposals = 0;
+  bool context_first = false;
 };
 
 /// Requirement 1: checks that it can schedule `model_count` models; throws
@@ -204,6 +222,15 @@ concept mixture_observing_speculator = requires(S& s, std::size_t proposer, std:
 template <class S>
 concept context_observing_speculator = requires(S& s, std::size_t chain_index, bool accepted) {
   { s.observe_context(chain_index, accepted) } -> std::same_as<void>;
+};
+
+/// Speculators that decide with the context's match in view: where `cs.wants_context_match()`,
+/// the session looks the text's end up before every invocation and shows how many tokens it
+/// would propose (schedule_view::context_match), so that a policy can put a long, likely match
+/// before a model's own proposals (invocation::context_first). One lookup per invocation.
+template <class S>
+concept context_matching_speculator = requires(const S& cs) {
+  { cs.wants_context_match() } -> std::same_as<bool>;
 };
 
 /// Speculators with per-generation state.
