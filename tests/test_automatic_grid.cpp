@@ -44,7 +44,7 @@ TEST_CASE("the automatic choice is within 3% of the best fixed method in every r
 // On greedy text that loops the context's free proposals are right deep into their run, and the
 // automatic policy puts them before a model's own (invocation::context_first): it beats every
 // fixed method there, all of which copy from the context only after a model's run. The same
-// policy never putting them first (context_first_acceptance = 1, as before the choice existed)
+// policy never putting them first (automatic_options::context_first off, as before the choice existed)
 // only matches the best fixed method: the test would not pass without the choice.
 TEST_CASE("on greedy text that loops the automatic choice beats every fixed method by taking the context first",
           "[automatic][grid][context]") {
@@ -57,7 +57,7 @@ TEST_CASE("on greedy text that loops the automatic choice beats every fixed meth
     const double chosen = costs.back().cost_per_token();
     cospec::automatic_options never_first;
     never_first.pass_costs = r.costs();
-    never_first.context_first_acceptance = 1.0;
+    never_first.context_first = false;
     const std::size_t n = r.models();
     const cospec::automatic policy(n, never_first);
     double without = 0.0;

@@ -304,12 +304,13 @@ int main(int argc, char** argv) try {
   // machine does not fall on one method only.
   // Mixture sampling applies where the target is the mixture itself: sampling, no penalties.
   const bool mixture = options.temperature > 0.0f && !options.penalties.active();
-  const std::size_t adaptive_row = 1 + 2 * options.gammas.size();
+  const std::size_t adaptive_row = 2 + 2 * options.gammas.size();
   std::vector<method_result> results(adaptive_row + 3 + (mixture ? 2 : 0));
   results.front().name = "standard";
+  results[1].name = "standard+ctx";
   for (std::size_t g = 0; g < options.gammas.size(); ++g) {
-    results[1 + g].name = "SD g=" + std::to_string(options.gammas[g]);
-    results[1 + options.gammas.size() + g].name = "CoS g=" + std::to_string(options.gammas[g]);
+    results[2 + g].name = "SD g=" + std::to_string(options.gammas[g]);
+    results[2 + options.gammas.size() + g].name = "CoS g=" + std::to_string(options.gammas[g]);
   }
   results[adaptive_row].name = "adaptive";
   results[adaptive_row + 1].name = "adaptive+ctx";
@@ -321,9 +322,11 @@ int main(int argc, char** argv) try {
   results.back().name = "auto";
   for (const auto& prompt : prompts) {
     run_method(results.front(), cospec::standard{}, pair, team, options, prompt);
+    // Standard decoding with up to 8 free proposals from the context (prompt lookup decoding).
+    run_method(results[1], cospec::with_context_proposals(cospec::standard{}, 8), pair, team, options, prompt);
     for (std::size_t g = 0; g < options.gammas.size(); ++g) {
-      run_method(results[1 + g], cospec::fixed_proposer(0, options.gammas[g]), pair, team, options, prompt);
-      run_method(results[1 + options.gammas.size() + g], cospec::alternating({options.gammas[g], 1}, {}, options.p_min),
+      run_method(results[2 + g], cospec::fixed_proposer(0, options.gammas[g]), pair, team, options, prompt);
+      run_method(results[2 + options.gammas.size() + g], cospec::alternating({options.gammas[g], 1}, {}, options.p_min),
                  pair, team, options, prompt);
     }
     // Planned with the measured pass costs (wall clock is what this program compares; the

@@ -590,9 +590,9 @@ class session {
       const std::size_t room = proposal_room();
       if (mixture_)
         return schedule_view(vocabularies_.size(), pending_count(), scored_flags_, proposers_, draws_, draws_head_,
-                             generated, context_match, room);
+                             generated, context_match, room, settings_.greedy());
       return schedule_view(vocabularies_.size(), pending_count(), scored_flags_, proposers_, {}, 0, generated,
-                           context_match, room);
+                           context_match, room, settings_.greedy());
     }
     /// How many more proposals may wait: max_pending less what is pending, and no more than the
     /// context limit leaves.

@@ -176,14 +176,12 @@ class adaptive {
     double rate;
   };
 
-  /// The best round for `model` (the length best_gamma() gives, and its rate). Proposals that
-  /// cost no pass (from the context) may lead the chain or trail it, given as the acceptance of
-  /// each given the ones before it: `leading` ones are scored by the model's pass and its own g
-  /// proposals (g in [0, max_gamma]) go on from their end, counting only if every leading one
-  /// is accepted; `trailing` ones go on from the end of a fully accepted run of the model's
-  /// (g >= 1). Every other model scores the lot in one pass.
-  [[nodiscard]] round_plan best_round(std::size_t model, std::span<const double> leading = {},
-                                      std::span<const double> trailing = {}) const {
+  /// The best round for `model` (the length best_gamma() gives, and its rate), or, with
+  /// `leading` (the acceptance of each of a run of proposals that cost no pass, from the
+  /// context, given the ones before it), the best round whose chain starts with them: the
+  /// model's pass scores them, its own g proposals (g in [0, max_gamma]) go on from their end
+  /// and count only if every leading one is accepted, and every other model scores the lot.
+  [[nodiscard]] round_plan best_round(std::size_t model, std::span<const double> leading = {}) const {
     std::size_t verifier = model;  // the most expensive other model: it ends a full run with its bonus
     for (std::size_t m = 0; m < model_count_; ++m)
       if (m != model && (verifier == model || cost(m) > cost(verifier))) verifier = m;
@@ -197,13 +195,6 @@ class adaptive {
       lead_alive *= a;
       lead_tokens += lead_alive;
     }
-    double trail_tokens = 0.0;  // expected accepted trailing proposals, given a fully accepted run
-    double trail_alive = 1.0;
-    for (double a : trailing) {
-      trail_alive *= a;
-      trail_tokens += trail_alive;
-    }
-    const std::size_t trail = trailing.size();
     double tokens = 1.0 + lead_tokens;  // the replacement or bonus that ends every round
     double reached = 1.0;               // probability that proposal g is reached and accepted
     double previous = options_.prior_acceptance;
@@ -218,8 +209,8 @@ class adaptive {
       double round_cost = pass_cost_estimate(model, lead + 2) + static_cast<double>(g - 1) * cost(model) +
                           lead_alive * reached * bonus_rejected * cost(model);
       for (std::size_t m = 0; m < model_count_; ++m)
-        if (m != model) round_cost += pass_cost_estimate(m, lead + g + trail + 1);
-      const double rate = (tokens + lead_alive * reached * trail_tokens) / round_cost;
+        if (m != model) round_cost += pass_cost_estimate(m, lead + g + 1);
+      const double rate = tokens / round_cost;
       if (rate > best.rate) best = {g, rate};
     }
     // A round in which every model only scores (the free proposals, if any). Without them it is

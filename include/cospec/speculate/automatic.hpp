@@ -34,14 +34,15 @@ struct automatic_options {
   /// Memory of the acceptance estimates, per observation (adaptive_options::decay).
   double decay = 0.95;
   double prior_acceptance = 0.5;
-  /// Where the text's end has a match, its proposals may go before a model's own only if the
-  /// acceptance estimated at the last place of that run is at least this (a match that stays
-  /// right deep into its run: text that loops). The price of a plan assumes independent
-  /// acceptances, and where a copy is often wrong it misprices: on the grid of
-  /// docs/benchmarks.md ("The automatic choice") putting the context first wherever its price
-  /// was better lost 3-5 % in sampled cells with three models; from 0.95 on it loses nowhere
-  /// measured. 1 or more: they never go first.
-  double context_first_acceptance = 0.95;
+  /// Where the text's end has a match, whether the policy may put it before a model's own
+  /// proposals (invocation::context_first) when that is priced better.
+  bool context_first = true;
+  /// When sampling, only where the acceptance estimated at the last place of the match is at
+  /// least this (a match that stays right deep into its run: text that loops). Under sampling
+  /// the price misjudges: on the grid of docs/benchmarks.md ("The automatic choice") taking
+  /// the context first wherever it was priced better lost 3-5 % in sampled three-model cells,
+  /// and from 0.95 on it loses nowhere measured. Greedy decoding takes it wherever priced better.
+  double sampled_context_first_acceptance = 0.95;
 };
 
 /// The fastest exact method for each request, chosen from its settings, the pass costs and the
@@ -58,10 +59,11 @@ struct automatic_options {
 ///    costs a few hash lookups per invocation); with measured costs, only as far as the
 ///    acceptance observed pays for the tokens they make every model feed. Where the text's end
 ///    has a match (schedule_view::context_match), the policy prices two plans with the same
-///    acceptance estimates, the model's own run with the context after it and the context's
-///    run first with the model's after it (invocation::context_first), and takes the one that
-///    promises more tokens per unit of cost: text that loops is then copied before a cheap model
-///    is asked to guess it.
+///    acceptance estimates, the model's own run and the context's run first with the model's
+///    after it (invocation::context_first), and takes the one that promises more tokens per
+///    unit of cost (when sampling, only where the match is estimated right deep into its run,
+///    automatic_options::sampled_context_first_acceptance): text that loops is then copied
+///    before a cheap model is asked to guess it.
 /// Every choice is exact, and each is never more expensive than standard decoding in
 /// expectation (docs/theory.md, "The automatic choice"). Unless costs are measured the policy
 /// is deterministic: one seed, models and prompt give one output.
@@ -91,12 +93,12 @@ class automatic {
     invocation chosen = mixture_.next(view);
     chosen.context_proposals = context_length();
     const std::size_t match = std::min({view.context_match(), chosen.context_proposals, view.room()});
-    // Where the context has a match that is usually right, weigh putting it first (the model's
-    // pass scores it, and any proposals of the model's own go on from its end) against the plan
-    // without it. The acceptances are estimated per place in the context's run.
-    if (match == 0 || advice_ == batch_advice::score_only) return chosen;
-    for (std::size_t i = 0; i < chosen.context_proposals; ++i) lead_[i] = context_acceptance(i);
-    if (lead_[match - 1] < options_.context_first_acceptance) return chosen;
+    // Where the context has a match, weigh putting it first (the model's pass scores it, and
+    // any proposals of the model's own go on from its end) against the plan without it. The
+    // acceptances are estimated per place in the context's run.
+    if (match == 0 || advice_ == batch_advice::score_only || !options_.context_first) return chosen;
+    for (std::size_t i = 0; i < match; ++i) lead_[i] = context_acceptance(i);
+    if (!view.greedy() && lead_[match - 1] < options_.sampled_context_first_acceptance) return chosen;
     const std::span<const double> lead(lead_.data(), match);
     if (view.mixture()) {
       if (view.pending_count() > 0) return chosen;
@@ -106,10 +108,10 @@ class automatic {
       return chosen;
     }
     const adaptive& rounds = mixture_.fallback_policy();
-    // Without: the context's proposals go on from the end of the model's run (as many as
-    // asked, the match there unknown).
-    const adaptive::round_plan without =
-        rounds.best_round(chosen.model, {}, std::span<const double>(lead_.data(), chosen.context_proposals));
+    // Without: the model's run as adaptive plans it. The context's proposals that may follow
+    // it are not counted: the match after the model's tokens is not known, and they wait for
+    // the model's own next pass, where taken first they are scored by this one.
+    const adaptive::round_plan without = rounds.best_round(chosen.model);
     const adaptive::round_plan with = rounds.best_round(chosen.model, lead);
     if (!(with.rate > without.rate)) return chosen;
     return {chosen.model, std::min(with.gamma, view.room() - match), chosen.context_proposals, true};
@@ -167,8 +169,8 @@ class automatic {
  private:
   static mixture_options mixture_settings(const automatic_options& options) {
     if (options.max_gamma == 0) throw invalid_configuration("automatic: max_gamma must be >= 1");
-    if (std::isnan(options.context_first_acceptance))
-      throw invalid_configuration("automatic: context_first_acceptance must be a number");
+    if (std::isnan(options.sampled_context_first_acceptance))
+      throw invalid_configuration("automatic: sampled_context_first_acceptance must be a number");
     mixture_options settings;
     settings.max_gamma = options.max_gamma;
     settings.fallback.max_gamma = options.max_gamma;

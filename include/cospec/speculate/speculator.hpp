@@ -27,7 +27,7 @@ class schedule_view {
   schedule_view(std::size_t model_count, std::size_t pending_count, std::span<const unsigned char> scored,
                 std::span<const std::size_t> proposers, std::span<const std::size_t> draws = {},
                 std::size_t draws_head = 0, std::size_t generated = 0, std::size_t context_match = 0,
-                std::size_t room = std::numeric_limits<std::size_t>::max()) noexcept
+                std::size_t room = std::numeric_limits<std::size_t>::max(), bool greedy = false) noexcept
       : model_count_(model_count),
         pending_count_(pending_count),
         scored_(scored),
@@ -36,7 +36,8 @@ class schedule_view {
         draws_head_(draws_head),
         generated_(generated),
         context_match_(context_match),
-        room_(room) {}
+        room_(room),
+        greedy_(greedy) {}
 
   [[nodiscard]] std::size_t model_count() const noexcept { return model_count_; }
   [[nodiscard]] std::size_t pending_count() const noexcept { return pending_count_; }
@@ -58,6 +59,9 @@ class schedule_view {
   /// How many more proposals may wait for verification (session_options::max_pending less
   /// pending_count(), and no more than the model's context has room for).
   [[nodiscard]] std::size_t room() const noexcept { return room_; }
+  /// Whether the request decodes greedily (every proposal is accepted exactly when it is the
+  /// target's argmax, and the output does not depend on the schedule token by token).
+  [[nodiscard]] bool greedy() const noexcept { return greedy_; }
 
   /// Whether the request runs as mixture sampling (docs/algorithm.md, "Mixture sampling").
   [[nodiscard]] bool mixture() const noexcept { return !draws_.empty(); }
@@ -85,6 +89,7 @@ class schedule_view {
   std::size_t generated_;
   std::size_t context_match_;
   std::size_t room_;
+  bool greedy_;
 };
 
 /// One invocation (docs/algorithm.md, "Invocations"): `model` feeds every token it has not
